@@ -1,0 +1,140 @@
+"""Power sampling by Metropolis-Hastings over whole sequences (Karan & Du 2025, Algorithm 1).
+
+Target: pi(x) ∝ p(x | prompt)^alpha over completions. The completion grows in blocks of B tokens;
+after each block, N MH steps. A step picks a position t uniformly among the |x| completion tokens,
+redraws the suffix x[t:] from the proposal q (the base model at temperature 1/alpha) up to the
+block's length cap or EOS, and accepts with probability min(1, r),
+
+    log r = alpha * (log p(x'[t:]) - log p(x[t:]))      each suffix summed to its OWN end
+          + (log q(x[t:]) - log q(x'[t:]))               proposal correction, both directions
+          + log |x| - log |x'|                            1/|x| to pick t in x, 1/|x'| to pick it back
+
+Every term comes from the forward pass that drew the token; nothing is re-scored.
+All chains of all prompts advance together, one row each in a single engine batch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import torch
+
+from .. import rng
+from ..engine.base import Engine
+from .chains import fan_out
+from .params import PowerParams
+from .result import Checkpoint, Result
+from .track import Track
+
+_POSITION_STREAM = 2  # rng streams (the engine draws tokens from stream 1)
+_ACCEPT_STREAM = 3
+
+
+def log_acceptance(alpha: float, lp_new: torch.Tensor, lp_old: torch.Tensor, lq_new: torch.Tensor,
+                   lq_old: torch.Tensor, n_old: torch.Tensor, n_new: torch.Tensor) -> torch.Tensor:
+    """log of pi(x')q(x|x') / (pi(x)q(x'|x)) from suffix sums of log p and log q and completion lengths."""
+    return alpha * (lp_new - lp_old) + (lq_old - lq_new) + torch.log(n_old.double()) - torch.log(n_new.double())
+
+
+def power_sample(engine: Engine, prompts: list[list[int]], seeds: list[int], params: PowerParams,
+                 num_samples: int = 1, progress: Callable[[int], None] | None = None,
+                 variant: str = "exact") -> list[Result]:
+    """`num_samples` independent MH chains per prompt; one Result per chain, prompt-major.
+
+    `variant` exists to prove the tests can fail: "exact" is the algorithm; the others are the
+    mistakes of public code ("no-proposal-correction", "shorter-length", "no-position-correction").
+    """
+    if variant not in _VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose from {sorted(_VARIANTS)}")
+    t0 = time.perf_counter()
+    seqs = fan_out(engine, prompts, seeds, num_samples)
+    rows = len(seqs)
+    track = Track(rows, params.max_new_tokens, engine.device)
+    proposal, alpha = params.proposal, params.alpha
+    proposed = torch.zeros(rows, dtype=torch.long, device=engine.device)
+    accepted = torch.zeros_like(proposed)
+    done = torch.zeros(rows, dtype=torch.bool, device=engine.device)  # ended with EOS: the chain stops
+    checkpoints: list[list[Checkpoint]] = [[] for _ in range(rows)]
+    n_blocks = math.ceil(params.max_new_tokens / params.block_size)
+
+    for block in range(n_blocks):
+        cap = min((block + 1) * params.block_size, params.max_new_tokens)  # completion length cap
+        # 1. grow every unfinished chain by up to one block from the proposal
+        ext = engine.extend(seqs, torch.where(done, 0, cap - track.length), proposal)
+        track.append(ext)
+        # 2. N Metropolis-Hastings steps on the whole completion so far
+        for step in range(params.mcmc_steps):
+            counter = block * params.mcmc_steps + step
+            movable = ~done & (track.length > 0)
+            n_old = track.length.clamp(min=1)
+            t = (rng.uniform(seqs.seeds, _POSITION_STREAM, counter) * n_old).long().clamp(max=n_old - 1)
+            t = torch.where(movable, t, track.length)  # idle rows: cut nothing, draw nothing
+            ext = engine.extend(seqs, torch.where(movable, cap - t, 0), proposal, keep=seqs.prompt_lengths + t)
+            log_r = _VARIANTS[variant](alpha, track, t, ext)
+            u = rng.uniform(seqs.seeds, _ACCEPT_STREAM, counter)
+            accept = movable & (torch.log(u) < log_r)
+            engine.settle(seqs, accept)
+            track.replace(ext, t, accept)
+            proposed += movable
+            accepted += accept
+            track.generated += ext.lengths
+        # 3. a chain whose sample now ends in EOS is finished (the paper stops there too)
+        done |= track.ends_with_eos
+        elapsed = time.perf_counter() - t0
+        for r, cp in enumerate(track.checkpoints(seqs, block + 1, proposed, accepted, elapsed)):
+            checkpoints[r].append(cp)
+        if progress is not None:
+            progress(1)
+        if bool(done.all()):  # host sync once per block
+            if progress is not None:
+                progress(n_blocks - block - 1)
+            break
+
+    seconds = (time.perf_counter() - t0) / len(prompts)
+    results = []
+    for r in range(rows):
+        ids = seqs.completion(r)
+        n_prop = int(proposed[r])
+        results.append(Result(
+            prompt_index=r // num_samples, sample_index=r % num_samples, token_ids=ids, text=engine.decode(ids),
+            logp=float(track.logp[r, : len(ids)].sum()), finished=bool(track.ends_with_eos[r]),
+            tokens_generated=int(track.generated[r]), seconds=seconds, method="power",
+            acceptance_rate=(int(accepted[r]) / n_prop) if n_prop else None,
+            stats={"proposals": n_prop, "accepted": int(accepted[r])}, checkpoints=checkpoints[r]))
+    return results
+
+
+# -- the acceptance ratio, exact and as public code gets it wrong --------------------------------
+
+def _exact(alpha, track: Track, t, ext):
+    lp_old, lq_old = track.suffix_sums(t)
+    n_new = t + ext.lengths
+    return log_acceptance(alpha, ext.logp.double().sum(1), lp_old, ext.logq.double().sum(1), lq_old,
+                          track.length, n_new.clamp(min=1))
+
+
+def _no_proposal_correction(alpha, track, t, ext):
+    # accepts with pi(x')/pi(x) only: the chain then targets roughly pi * q, not pi
+    lp_old, _ = track.suffix_sums(t)
+    return alpha * (ext.logp.double().sum(1) - lp_old)
+
+
+def _shorter_length(alpha, track, t, ext):
+    # compares the two suffixes token by token up to the shorter one's length
+    m = torch.minimum(track.length - t, ext.lengths)
+    lp_old, lq_old = track.suffix_sums(t, m)
+    cols = torch.arange(ext.logp.shape[1], device=ext.logp.device)[None, :] < m[:, None]
+    lp_new = (ext.logp.double() * cols).sum(1)
+    lq_new = (ext.logq.double() * cols).sum(1)
+    return alpha * (lp_new - lp_old) + (lq_old - lq_new)
+
+
+def _no_position_correction(alpha, track, t, ext):
+    lp_old, lq_old = track.suffix_sums(t)
+    return alpha * (ext.logp.double().sum(1) - lp_old) + (lq_old - ext.logq.double().sum(1))
+
+
+_VARIANTS = {"exact": _exact, "no-proposal-correction": _no_proposal_correction,
+             "shorter-length": _shorter_length, "no-position-correction": _no_position_correction}

@@ -1,0 +1,44 @@
+"""What every sampler returns: one `Result` per (prompt, sample)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Checkpoint:
+    """The state of one chain or sample after a block: what a controller may look at mid-run."""
+
+    block: int  # 1-based block number
+    token_ids: list[int]  # the completion as it stood after this block's MH steps
+    logp: float  # log p(completion | prompt) at temperature 1
+    tokens_generated: int  # tokens drawn so far, rejected proposals included
+    acceptance_rate: float | None  # accepted / proposed so far (None before any proposal)
+    mean_entropy: float  # mean base-model entropy (nats) over the completion's tokens when drawn
+    mean_top1: float  # mean base-model top-1 probability over the completion's tokens when drawn
+    seconds: float  # wall time since the batch started
+
+
+@dataclass
+class Result:
+    """One sample for one prompt. `token_ids` is the completion only, ending with EOS if one was sampled."""
+
+    prompt_index: int
+    sample_index: int
+    token_ids: list[int]
+    text: str | None
+    logp: float  # log p(completion | prompt), base model at temperature 1
+    finished: bool  # the completion ended with EOS (False: stopped at max_new_tokens)
+    tokens_generated: int  # every token the sampler drew: rejected proposals, rollouts, dropped particles
+    seconds: float  # wall time of the batch this sample ran in, divided by the batch's prompts
+    method: str
+    acceptance_rate: float | None = None  # MH only: accepted / proposed
+    stats: dict[str, Any] = field(default_factory=dict)  # method-specific (ESS, resamples, candidates...)
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+
+    def to_dict(self, checkpoints: bool = True) -> dict[str, Any]:
+        d = asdict(self)
+        if not checkpoints:
+            d.pop("checkpoints")
+        return d

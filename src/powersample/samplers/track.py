@@ -1,0 +1,75 @@
+"""Per-token bookkeeping of each row's current completion: log p, log q, entropy, top-1 probability.
+
+Kept on the device as (rows, T) tensors so that an MH ratio's suffix sums cost one masked sum,
+never a re-scoring forward pass.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..engine.base import Extension
+from .result import Checkpoint
+
+_FIELDS = ("logp", "logq", "entropy", "top1")
+
+
+class Track:
+    def __init__(self, rows: int, cap: int, device):
+        # one spare column at index `cap` takes the writes of padding, so real columns never collide
+        for name in _FIELDS:
+            setattr(self, name, torch.zeros(rows, cap + 1, dtype=torch.float64, device=device))
+        self.cap = cap
+        self.length = torch.zeros(rows, dtype=torch.long, device=device)  # completion tokens
+        self.ends_with_eos = torch.zeros(rows, dtype=torch.bool, device=device)
+        self.generated = torch.zeros(rows, dtype=torch.long, device=device)  # every token drawn
+
+    def append(self, ext: Extension) -> None:
+        """Record an extension of every row at its end."""
+        self._write(ext, self.length, ext.lengths > 0)
+        self.length = self.length + ext.lengths
+        self.ends_with_eos = torch.where(ext.lengths > 0, ext.eos, self.ends_with_eos)
+        self.generated += ext.lengths
+
+    def replace(self, ext: Extension, t: torch.Tensor, accept: torch.Tensor) -> None:
+        """Where `accept`, the completion's suffix from position t is now the extension."""
+        self._write(ext, t, accept)
+        self.length = torch.where(accept, t + ext.lengths, self.length)
+        self.ends_with_eos = torch.where(accept, ext.eos, self.ends_with_eos)
+
+    def suffix_sums(self, t: torch.Tensor, count: torch.Tensor | None = None):
+        """(sum log p, sum log q) over positions [t, length), or [t, t + count) if count is given."""
+        end = self.length if count is None else t + count
+        cols = torch.arange(self.cap + 1, device=t.device)[None, :]
+        mask = (cols >= t[:, None]) & (cols < end[:, None])
+        return (self.logp * mask).sum(1), (self.logq * mask).sum(1)
+
+    def prefix_means(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean entropy and mean top-1 probability over each row's completion."""
+        cols = torch.arange(self.cap + 1, device=self.length.device)[None, :]
+        mask = cols < self.length[:, None]
+        n = self.length.clamp(min=1)
+        return (self.entropy * mask).sum(1) / n, (self.top1 * mask).sum(1) / n
+
+    def checkpoints(self, seqs, block: int, proposed, accepted, seconds: float) -> list[Checkpoint]:
+        """One Checkpoint per row describing its current state (host transfer once per block)."""
+        ent, top1 = self.prefix_means()
+        cols = torch.arange(self.cap + 1, device=self.length.device)[None, :]
+        logp = (self.logp * (cols < self.length[:, None])).sum(1)
+        lists = [x.tolist() for x in (logp, ent, top1, self.generated, proposed, accepted)]
+        out = []
+        for r, (lp, e, t1, gen, prop, acc) in enumerate(zip(*lists)):
+            out.append(Checkpoint(block=block, token_ids=seqs.completion(r), logp=lp, tokens_generated=gen,
+                                  acceptance_rate=(acc / prop) if prop else None, mean_entropy=e, mean_top1=t1,
+                                  seconds=seconds))
+        return out
+
+    def _write(self, ext: Extension, start: torch.Tensor, rows: torch.Tensor) -> None:
+        n = ext.tokens.shape[1]
+        if n == 0:
+            return
+        cols = torch.arange(n, device=start.device)[None, :]
+        valid = rows[:, None] & (cols < ext.lengths[:, None])
+        idx = torch.where(valid, start[:, None] + cols, self.cap).clamp(max=self.cap)
+        for name in _FIELDS:
+            getattr(self, name).scatter_(1, idx, getattr(ext, name).double())

@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny random transformers models built in code (no downloads)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+def tiny_llama(vocab: int = 32, hidden: int = 32, layers: int = 2, heads: int = 4, kv_heads: int = 2,
+               eos: int = 1, seed: int = 0, scale: float = 1.0, dtype=torch.float32, context: int = 256,
+               eos_bias: float = 0.0):
+    """A random Llama; `scale` multiplies the output head so next-token distributions are peakier;
+    `eos_bias` is added to EOS's logit (through a biased output head) to make EOS rarer or likelier."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                      num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=context,
+                      bos_token_id=0, eos_token_id=eos, pad_token_id=None, tie_word_embeddings=False)
+    model = LlamaForCausalLM(cfg).to(dtype)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(scale)
+        if eos_bias:
+            head = torch.nn.Linear(hidden, vocab, bias=True)
+            head.weight.copy_(model.lm_head.weight)
+            head.bias.zero_()
+            head.bias[eos] = eos_bias
+            model.lm_head = head
+    model.generation_config.eos_token_id = eos
+    return model.eval()
+
+
+def full_logp(model, prompt: list[int], completion: list[int]) -> list[float]:
+    """log p of each completion token by one clean forward pass over prompt + completion."""
+    ids = torch.tensor([prompt + completion])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0].double()
+    logp = torch.log_softmax(logits, -1)
+    n = len(prompt)
+    return [float(logp[n - 1 + j, t]) for j, t in enumerate(completion)]
+
+
+@pytest.fixture(scope="session")
+def llama():
+    return tiny_llama()
