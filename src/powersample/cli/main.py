@@ -42,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # our own bar is the one that matters
+    except ImportError:
+        pass
+    try:
         return int(args._run(args) or 0)
     except PowerSampleError as e:
         print(f"powersample {args.command}: error: {e}", file=sys.stderr)

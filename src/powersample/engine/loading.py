@@ -51,21 +51,51 @@ def _from_pretrained(name: str, tokenizer, device: str, dtype: str | None, trust
     if local.exists() and not (local / "config.json").exists():
         raise PowerSampleError(f"model folder {local} has no config.json: not a transformers model folder",
                                "model", name)
+    source = str(local) if local.exists() else name
     kwargs = dict(trust_remote_code=trust_remote_code)
     if dtype is not None:
         kwargs["dtype"] = _torch_dtype(dtype)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(str(local) if local.exists() else name, **kwargs)
-        if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(str(local) if local.exists() else name,
-                                                      trust_remote_code=trust_remote_code)
-    except OSError as e:
-        where = "a local folder" if local.exists() else "a local path, and the Hugging Face hub could not provide it"
+    if not local.exists() and not _in_hub_cache(name) and not _hub_reachable():
+        # fail at once instead of after the hub client's minute of retries
         raise PowerSampleError(
-            f"could not load model {name!r}: it is not {where} (offline, misspelled, or gated?). "
-            f"Pass a local folder, log in with `hf auth login`, or use --model gym. Cause: {e}",
-            "model", name) from e
+            f"could not load model {name!r}: it is not a local folder, not in the Hugging Face cache, and the hub "
+            "is unreachable (offline?). Pass a local folder, or use --model gym (shipped with powersample).",
+            "model", name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except OSError as e:
+        raise PowerSampleError(
+            f"could not load model {name!r}: not found locally or on the Hugging Face hub (misspelled, or gated: "
+            f"log in with `hf auth login`). Cause: {e}", "model", name) from e
+    if tokenizer is None:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as e:  # a bare model folder: token-id prompts only
+            log.warning("no tokenizer for %s (%s); prompts must be token ids", name, str(e).splitlines()[0])
     return model.to(device), tokenizer
+
+
+def _in_hub_cache(name: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:  # an old or absent huggingface_hub: just try the hub
+        return False
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def _torch_dtype(name: str):

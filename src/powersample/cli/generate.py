@@ -1,0 +1,160 @@
+"""Sample completions for prompts with any method; one JSONL row per (prompt, sample), written as batches finish.
+
+examples:
+  powersample generate --model gym --prompt "Q:12+34" --output out.jsonl
+  powersample generate --model Qwen/Qwen2.5-Math-1.5B --input prompts.jsonl --output out.jsonl \\
+      --method power --alpha 4 --mcmc-steps 10 --max-new-tokens 3072 --batch-size 16 --resume
+Input JSONL: one object per line with "prompt" (text) or "prompt_ids" (token ids), and optionally "id".
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import PowerSampleError
+
+
+def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
+    """Model and sampler flags shared by generate, eval and demo."""
+    g = p.add_argument_group("model")
+    g.add_argument("--model", required=True, help='Hugging Face name, local folder, or "gym"')
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    g.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: the model's)")
+    g.add_argument("--chat", action="store_true", help="wrap each prompt in the tokenizer's chat template")
+    s = p.add_argument_group("sampler")
+    s.add_argument("--method", default="power", help="power, temperature, greedy, low-temperature, best-of-n, smc, "
+                   "scalable")
+    s.add_argument("--alpha", type=float, default=4.0, help="power exponent: target p^alpha")
+    s.add_argument("--mcmc-steps", type=int, default=10, help="MH steps per block (power)")
+    s.add_argument("--max-new-tokens", type=int, default=3072, help="T: completion length cap")
+    s.add_argument("--block-size", type=int, default=None, help="B (power); default max-new-tokens/16")
+    s.add_argument("--temperature", type=float, default=None, help="sampling temperature (temperature, best-of-n; "
+                   "power: proposal temperature, default 1/alpha)")
+    s.add_argument("--n", type=int, default=None, help="candidates for best-of-n")
+    s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other sampler option, e.g. --option particles=16 (repeatable)")
+    s.add_argument("--seed", type=int, default=0, help="base seed; each prompt's seed derives from it and the "
+                   "prompt's id")
+    s.add_argument("--batch-size", type=int, default=16, help="prompts per batch")
+
+
+def sampler_options(args) -> dict:
+    """The keyword arguments of powersample.sample that the shared flags give."""
+    opts = dict(alpha=args.alpha, mcmc_steps=args.mcmc_steps, max_new_tokens=args.max_new_tokens,
+                block_size=args.block_size or max(1, args.max_new_tokens // 16))
+    for name in ("temperature", "n", "device", "dtype"):
+        if getattr(args, name, None) is not None:
+            opts[name] = getattr(args, name)
+    if args.chat:
+        opts["chat"] = True
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise PowerSampleError(f"--option wants KEY=VALUE, got {item!r}", "--option", item)
+        opts[key.strip().replace("-", "_")] = _parse_value(value.strip())
+    return opts
+
+
+def _parse_value(v: str):
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(v.lower(), v)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog = __doc__.split("\n", 1)[1]
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="one prompt (text)")
+    src.add_argument("--input", type=Path, help="JSONL file of prompts")
+    p.add_argument("--output", type=Path, required=True, help="JSONL file to write")
+    p.add_argument("--num-samples", type=int, default=1, help="samples per prompt")
+    p.add_argument("--resume", action="store_true", help="keep OUTPUT's finished rows and do only the rest")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
+    add_sampling_arguments(p)
+
+
+def read_prompts(path: Path) -> list[dict]:
+    """Prompts from JSONL: each {"prompt": str} or {"prompt_ids": [int]}, optional "id"; errors name the line."""
+    if not path.exists():
+        raise PowerSampleError(f"input file {path} does not exist", "--input", str(path))
+    out = []
+    for i, (line, row) in enumerate(_rows_with_lines(path)):
+        if "prompt" in row and isinstance(row["prompt"], str):
+            prompt = row["prompt"]
+        elif "prompt_ids" in row and isinstance(row["prompt_ids"], list) and all(
+                isinstance(t, int) for t in row["prompt_ids"]):
+            prompt = row["prompt_ids"]
+        else:
+            raise PowerSampleError(f"{path}, line {line}: needs a \"prompt\" string or \"prompt_ids\" list of ints",
+                                   "--input", str(path))
+        if not prompt:
+            raise PowerSampleError(f"{path}, line {line}: the prompt is empty", "--input", str(path))
+        out.append({"id": str(row.get("id", i)), "prompt": prompt})
+    if not out:
+        raise PowerSampleError(f"{path} holds no prompts", "--input", str(path))
+    ids = [p["id"] for p in out]
+    if len(set(ids)) != len(ids):
+        raise PowerSampleError(f"{path}: prompt ids repeat; give each line a unique \"id\"", "--input", str(path))
+    return out
+
+
+def _rows_with_lines(path: Path):
+    import json
+
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            raise PowerSampleError(f"{path}, line {n}: not valid JSON ({e.args[0]})", "--input", str(path)) from e
+        if not isinstance(row, dict):
+            raise PowerSampleError(f"{path}, line {n}: expected a JSON object", "--input", str(path))
+        yield n, row
+
+
+def run(args) -> int:
+    from tqdm.auto import tqdm
+
+    from .. import rng
+    from ..api import sample
+    from ..engine.loading import load_engine
+    from ..jsonl import append_rows, read_rows
+
+    prompts = [{"id": "0", "prompt": args.prompt}] if args.prompt is not None else read_prompts(args.input)
+    if args.output.exists() and not (args.resume or args.overwrite):
+        raise PowerSampleError(f"{args.output} exists: pass --resume to continue it or --overwrite to replace it",
+                               "--output", str(args.output))
+    if args.overwrite and args.output.exists():
+        args.output.unlink()
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    done = {(str(r.get("id")), r.get("sample_index", 0)) for r in read_rows(args.output, repair=True)}
+    todo = [p for p in prompts if any((p["id"], j) not in done for j in range(args.num_samples))]
+    opts = sampler_options(args)
+    engine = load_engine(args.model, device=opts.pop("device", None), dtype=opts.pop("dtype", None))
+    bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=f"generate ({args.method})",
+               unit="prompt")
+    for lo in range(0, len(todo), args.batch_size):
+        batch = todo[lo: lo + args.batch_size]
+        seeds = [rng.derive_seeds(args.seed, p["id"]) for p in batch]
+        results = sample(engine, [p["prompt"] for p in batch], args.method, seeds=seeds,
+                         num_samples=args.num_samples, batch_size=len(batch), **opts)
+        rows = []
+        for r in results:
+            p = batch[r.prompt_index]
+            if (p["id"], r.sample_index) in done:
+                continue
+            rows.append({"id": p["id"], "sample_index": r.sample_index, "method": r.method, "text": r.text,
+                         "token_ids": r.token_ids, "completion_tokens": len(r.token_ids),
+                         "tokens_generated": r.tokens_generated, "logp": r.logp, "finished": r.finished,
+                         "acceptance_rate": r.acceptance_rate, "seconds": r.seconds, "stats": r.stats})
+        append_rows(args.output, rows)
+        bar.update(len(batch))
+    bar.close()
+    print(f"wrote {args.output} ({len(prompts)} prompts, {len(prompts) - len(todo)} were already done)")
+    return 0

@@ -1,0 +1,102 @@
+"""powersample.sample: every method through one call, reproducibility, and clear errors on bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import full_logp, tiny_llama
+
+import powersample
+from powersample.errors import PowerSampleError
+
+PROMPTS = [[0, 3, 4], [0, 5], [0, 6, 7, 8]]
+SMALL = dict(max_new_tokens=12, block_size=4, mcmc_steps=2)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_llama(vocab=16, scale=2.0)
+
+
+@pytest.mark.parametrize("method", ["power", "temperature", "greedy", "low-temperature", "best-of-n"])
+def test_every_method_returns_scored_completions(model, method):
+    res = powersample.sample(model, PROMPTS, method, seed=3, num_samples=2, **SMALL)
+    assert [(r.prompt_index, r.sample_index) for r in res] == [(i, j) for i in range(3) for j in range(2)]
+    for r in res:
+        assert 1 <= len(r.token_ids) <= 12 and r.method == method and r.text is None
+        assert r.finished == (r.token_ids[-1] == 1)  # EOS (id 1) ends a finished completion
+        assert r.tokens_generated >= len(r.token_ids)
+        assert abs(r.logp - sum(full_logp(model, PROMPTS[r.prompt_index], r.token_ids))) < 1e-4
+
+
+def test_greedy_is_the_argmax_path(model):
+    (r,) = powersample.sample(model, PROMPTS[:1], "greedy", **SMALL)
+    ids = list(PROMPTS[0])
+    for _ in r.token_ids:
+        with torch.no_grad():
+            ids.append(int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
+    assert r.token_ids == ids[len(PROMPTS[0]):][: len(r.token_ids)]
+
+
+def test_best_of_n_keeps_the_most_likely_candidate(model):
+    res = powersample.sample(model, PROMPTS, "best-of-n", n=6, temperature=1.0, seed=0, **SMALL)
+    for r in res:
+        assert len(r.stats["candidate_logp"]) == 6
+        assert abs(r.logp - max(r.stats["candidate_logp"])) < 1e-9
+
+
+def test_same_seed_same_output_and_batch_composition_does_not_matter(model):
+    a = powersample.sample(model, PROMPTS, "power", seed=11, **SMALL)
+    b = powersample.sample(model, PROMPTS, "power", seed=11, **SMALL)
+    assert [r.token_ids for r in a] == [r.token_ids for r in b]
+    c = powersample.sample(model, PROMPTS, "power", seed=12, **SMALL)
+    assert [r.token_ids for r in a] != [r.token_ids for r in c]
+    # a prompt's samples depend on its own seed only: alone, or batched with others, or in other batches
+    seeds = [101, 202, 303]
+    together = powersample.sample(model.double(), PROMPTS, "power", seeds=seeds, **SMALL)
+    alone = powersample.sample(model, PROMPTS[1:2], "power", seeds=seeds[1:2], **SMALL)
+    split = powersample.sample(model, PROMPTS, "power", seeds=seeds, batch_size=2, **SMALL)
+    model.float()
+    assert together[1].token_ids == alone[0].token_ids
+    assert [r.token_ids for r in together] == [r.token_ids for r in split]
+
+
+def test_power_checkpoints_track_each_block(model):
+    (r,) = powersample.sample(model, PROMPTS[:1], "power", seed=1, **{**SMALL, "max_new_tokens": 16})
+    assert 1 <= len(r.checkpoints) <= 4
+    assert [c.block for c in r.checkpoints] == list(range(1, len(r.checkpoints) + 1))
+    assert r.checkpoints[-1].token_ids == r.token_ids
+    assert abs(r.checkpoints[-1].logp - r.logp) < 1e-6
+    assert all(len(c.token_ids) <= 4 * c.block for c in r.checkpoints)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(alpha=0.0), "alpha must be > 0"),
+    (dict(alpha=-1.0), "alpha must be > 0"),
+    (dict(block_size=0), "block_size must be in"),
+    (dict(block_size=13), "block_size must be in"),
+    (dict(max_new_tokens=0), "max_new_tokens must be a positive integer"),
+    (dict(mcmc_steps=-1), "mcmc_steps must be"),
+    (dict(num_samples=0), "num_samples must be >= 1"),
+    (dict(bogus=1), "unknown option"),
+])
+def test_bad_settings_are_named(model, kwargs, match):
+    with pytest.raises(PowerSampleError, match=match):
+        powersample.sample(model, PROMPTS, "power", **{**SMALL, **kwargs})
+
+
+def test_bad_inputs_are_named(model, monkeypatch):
+    with pytest.raises(PowerSampleError, match="prompts is empty"):
+        powersample.sample(model, [], **SMALL)
+    with pytest.raises(PowerSampleError, match="unknown method 'powr'.*Did you mean 'power'"):
+        powersample.sample(model, PROMPTS, "powr", **SMALL)
+    with pytest.raises(PowerSampleError, match="need a tokenizer"):
+        powersample.sample(model, ["text without a tokenizer"], **SMALL)
+    with pytest.raises(PowerSampleError, match="prompt 1 is empty"):
+        powersample.sample(model, [[0], []], **SMALL)
+    short = tiny_llama(vocab=16, context=16)
+    with pytest.raises(PowerSampleError, match="prompt 0 has 20 tokens.*context of 16"):
+        powersample.sample(short, [[0] * 20], **SMALL)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(PowerSampleError, match="could not load model 'no-such-org/no-such-model'"):
+        powersample.sample("no-such-org/no-such-model", PROMPTS, **SMALL)
