@@ -1,7 +1,7 @@
 """powersample: sample from a base language model's power distribution p(x | prompt)^alpha.
 
     import powersample
-    results = powersample.sample("gym", ["12+34="], method="power", alpha=4.0)
+    results = powersample.sample("gym", ["Q:357+468\n"], method="power", alpha=4.0, max_new_tokens=48, block_size=16)
     print(results[0].text)
 """
 

@@ -1,7 +1,7 @@
 """Sample completions for prompts with any method; one JSONL row per (prompt, sample), written as batches finish.
 
 examples:
-  powersample generate --model gym --prompt "Q:12+34" --output out.jsonl
+  powersample generate --model gym --prompt "Q:357+468" --max-new-tokens 48 --output out.jsonl
   powersample generate --model Qwen/Qwen2.5-Math-1.5B --input prompts.jsonl --output out.jsonl \\
       --method power --alpha 4 --mcmc-steps 10 --max-new-tokens 3072 --batch-size 16 --resume
 Input JSONL: one object per line with "prompt" (text) or "prompt_ids" (token ids), and optionally "id".

@@ -1,0 +1,81 @@
+"""The reasoning gym: exact design numbers, training the shipped model, and checking it.
+
+    powersample gym stats [--alpha 4 --n 1000]
+    powersample gym train [--out DIR --steps N --seed S --threads T --tiny]
+    powersample gym check [--n 200 --mh-steps 10 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..gym import check
+
+    sub = parser.add_subparsers(dest="gym_command", metavar="ACTION", required=True)
+    p = sub.add_parser("stats", help="exact accuracies of samplers under the data distribution",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--alpha", type=float, nargs="+", default=[4.0], help="power(s) to evaluate")
+    p.add_argument("--n", type=int, default=1000, help="held-out problems to average over")
+    p.add_argument("--seed", type=int, default=0, help="eval problem seed")
+    p.add_argument("--shortcut-rate", type=float, default=None, help="override the design's shortcut rate")
+    p.add_argument("--step-error-rate", type=float, default=None,
+                   help="override the design's step error rate")
+    p.add_argument("--guess-digits", type=int, default=None, help="override the design's random guess digits")
+
+    p = sub.add_parser("train", help="train a gym model (the shipped one: defaults, seed 0)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default=None, help="output folder (None: the package's gym/model)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (None: 5000, or 20 with --tiny)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the weights and the data stream")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (None: 2; 1 is faster when other jobs share the cores)")
+    p.add_argument("--tiny", action="store_true", help="a seconds-long run of a tiny model (pipeline test)")
+
+    p = sub.add_parser("check", help="measure temperature, low temperature, greedy and power on the model",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    check.add_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.gym_command == "stats":
+        return _stats(args)
+    if args.gym_command == "train":
+        from pathlib import Path
+
+        from ..gym.train import TINY, TrainConfig, train
+
+        out = args.out or str(Path(__file__).resolve().parents[1] / "gym" / "model")
+        config = None
+        if args.threads is not None:
+            config = TrainConfig(**{**(TINY if args.tiny else {}), "threads": args.threads})
+        train(out, steps=args.steps, seed=args.seed, tiny=args.tiny, config=config)
+        return 0
+    from ..gym import check
+
+    return check.run(args)
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from ..gym import GymDesign, design_numbers, eval_problems
+
+    overrides = {k: getattr(args, k) for k in ("shortcut_rate", "step_error_rate", "guess_digits")
+                 if getattr(args, k) is not None}
+    design = replace(GymDesign(), **overrides)
+    problems = eval_problems(args.n, args.seed)
+    print(f"design {design}, exact over {args.n} held-out problems (seed {args.seed})")
+    for alpha in args.alpha:
+        d = design_numbers(problems, design, alpha)
+        print(f"\nalpha = {alpha:g}")
+        print(f"  P(correct)  temperature 1         {d.temperature_one:8.4f}")
+        print(f"              temperature 1/alpha   {d.low_temperature:8.4f}")
+        print(f"              greedy (ties split)   {d.greedy:8.4f}")
+        print(f"              pi_alpha (power)      {d.power:8.5f}")
+        print(f"  first token 'A' (shortcut)  p {d.shortcut_first:.4f}   "
+              f"temp 1/alpha {d.shortcut_first_low_temperature:.4f}   pi_alpha {d.shortcut_power:.3g}")
+        print(f"  p(correct worked solution) {d.correct_worked_p:.4f}   p(likeliest shortcut) "
+              f"{d.top_shortcut_p:.4f}   P(correct | shortcut) {d.shortcut_correct:.4f}")
+    return 0

@@ -1,0 +1,172 @@
+"""Measure the trained gym model: does power sampling beat temperature 1 and temperature 1/alpha?
+
+    python -m powersample.gym.check --n 200        (or: powersample gym check --n 200)
+
+On held-out problems it scores temperature 1, temperature 1/alpha and greedy (the gym's own exact
+sampler), pi_alpha by self-normalised importance sampling (temperature-1 draws weighted by
+p^(alpha-1): a sampler-free estimate of what pi_alpha puts on correct answers), and powersample's
+MH power sampler at a few step budgets when it is available. Intervals are 95%, over problems.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import check
+from .grader import grade
+from .task import Problem, eval_problems
+
+
+@dataclass(frozen=True)
+class Score:
+    """Accuracy of one method over problems, with a 95% normal interval over problems."""
+
+    method: str
+    accuracy: float
+    half_width: float  # 95% interval is accuracy ± half_width
+    n: int  # problems
+    draws: int  # completions per problem behind each problem's score
+    seconds: float
+    per_problem: tuple[float, ...]  # each problem's score in [0, 1], for paired comparisons
+
+    def line(self) -> str:
+        return (f"{self.method:<34} {100 * self.accuracy:6.1f}% ± {100 * self.half_width:4.1f}  "
+                f"(n={self.n}, {self.draws}/problem, {self.seconds:.0f}s)")
+
+
+def _score(method: str, values: Sequence[float], draws: int, seconds: float) -> Score:
+    n = len(values)
+    mean = sum(values) / n
+    var = sum((v - mean) ** 2 for v in values) / max(1, n - 1)
+    return Score(method, mean, 1.96 * math.sqrt(var / n), n, draws, seconds, tuple(values))
+
+
+def paired_gap(a: Score, b: Score) -> tuple[float, float]:
+    """(mean of a - b over the same problems, 95% half-width of that mean)."""
+    check(a.n == b.n, "paired scores need the same problems", "scores")
+    d = [x - y for x, y in zip(a.per_problem, b.per_problem, strict=True)]
+    mean = sum(d) / len(d)
+    var = sum((v - mean) ** 2 for v in d) / max(1, len(d) - 1)
+    return mean, 1.96 * math.sqrt(var / len(d))
+
+
+def _sampled(model, problems: Sequence[Problem], method: str, temperature: float, draws: int,
+             seed: int, max_new_tokens: int) -> tuple[Score, list]:
+    from .sampling import draw
+
+    t0 = time.perf_counter()
+    rows = draw(model, problems, temperature, samples=draws, seed=seed, max_new_tokens=max_new_tokens)
+    values = [sum(grade(p, d.text, d.finished).correct for d in row) / draws
+              for p, row in zip(problems, rows, strict=True)]
+    return _score(method, values, draws, time.perf_counter() - t0), rows
+
+
+def importance_power(problems: Sequence[Problem], rows, alpha: float) -> list[float]:
+    """Per problem, SNIS estimate of pi_alpha(correct) from temperature-1 draws (weights p^(alpha-1))."""
+    out = []
+    for p, row in zip(problems, rows, strict=True):
+        logw = [(alpha - 1.0) * d.logp for d in row]
+        top = max(logw)
+        w = [math.exp(x - top) for x in logw]
+        ok = [grade(p, d.text, d.finished).correct for d in row]
+        out.append(sum(wi for wi, c in zip(w, ok, strict=True) if c) / sum(w))
+    return out
+
+
+def _mh(path: str, problems: Sequence[Problem], alpha: float, steps: int, block_size: int, seed: int,
+        max_new_tokens: int, temperature: float | None) -> Score:
+    import powersample
+
+    t0 = time.perf_counter()
+    extra = {} if temperature is None else {"temperature": temperature}
+    res = powersample.sample(path, [p.prompt for p in problems], method="power", alpha=alpha,
+                             mcmc_steps=steps, block_size=block_size, max_new_tokens=max_new_tokens,
+                             seed=seed, device="cpu", batch_size=len(problems), **extra)
+    values = [float(grade(problems[r.prompt_index], r.text or "", r.finished).correct) for r in res]
+    q = "1/alpha" if temperature is None else f"{temperature:g}"
+    return _score(f"power MH (N={steps}, B={block_size}, q temp {q})", values, 1, time.perf_counter() - t0)
+
+
+def measure(model_dir: str | Path | None = None, n: int = 200, seed: int = 0, alpha: float = 4.0,
+            draws: int = 4, is_draws: int = 64, mh_steps: Sequence[int] = (10, 30), block_size: int = 16,
+            max_new_tokens: int = 48, echo=print) -> list[Score]:
+    """Score every method on `n` held-out problems (eval seed `seed`) with the model in `model_dir`."""
+    from transformers import AutoModelForCausalLM
+
+    from . import model_path
+
+    check(n > 0 and draws > 0 and is_draws > 1, "n, draws must be > 0 and is_draws > 1", "n", n)
+    path = str(model_dir or model_path())
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    problems = eval_problems(n, seed)
+    say = echo or (lambda _m: None)
+    say(f"model {path}, {n} held-out problems (seed {seed}), alpha {alpha:g}")
+    scores = []
+    baselines = (("temperature 1", 1.0, draws), (f"temperature 1/alpha = {1 / alpha:g}", 1 / alpha, draws),
+                 ("greedy", 0.0, 1))
+    for method, temp, k in baselines:
+        s, _ = _sampled(model, problems, method, temp, k, seed, max_new_tokens)
+        scores.append(s)
+        say(s.line())
+    t0 = time.perf_counter()
+    _, rows = _sampled(model, problems, "is", 1.0, is_draws, seed + 1, max_new_tokens)
+    s = _score(f"pi_alpha by IS ({is_draws} temp-1 draws)", importance_power(problems, rows, alpha), is_draws,
+               time.perf_counter() - t0)
+    scores.append(s)
+    say(s.line())
+    try:
+        import powersample.api  # noqa: F401  (the MH sampler may not be built yet)
+    except ImportError:
+        say("powersample.sample not available: MH power sampling skipped")
+        mh_steps = ()
+    for steps in mh_steps:
+        for temp in (None, 1.0):
+            s = _mh(path, problems, alpha, steps, block_size, seed, max_new_tokens, temp)
+            scores.append(s)
+            say(s.line())
+    return scores
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m powersample.gym.check`: print the table."""
+    parser = argparse.ArgumentParser(prog="python -m powersample.gym.check",
+                                     description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="model folder (default: the shipped gym model)")
+    parser.add_argument("--n", type=int, default=200, help="held-out problems")
+    parser.add_argument("--seed", type=int, default=0, help="eval problem seed (and sampling seed)")
+    parser.add_argument("--alpha", type=float, default=4.0)
+    parser.add_argument("--draws", type=int, default=4, help="samples per problem for temperature methods")
+    parser.add_argument("--is-draws", type=int, default=64, help="temperature-1 draws per problem for IS")
+    parser.add_argument("--mh-steps", type=int, nargs="*", default=[10, 30], help="MH steps per block to try")
+    parser.add_argument("--block-size", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: safe on shared CPUs)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    scores = measure(args.model, n=args.n, seed=args.seed, alpha=args.alpha, draws=args.draws,
+                     is_draws=args.is_draws, mh_steps=args.mh_steps, block_size=args.block_size,
+                     max_new_tokens=args.max_new_tokens)
+    print("\npaired gaps over the same problems (95%):")
+    for s in scores[3:]:  # the power estimates, against temperature 1 and temperature 1/alpha
+        for b in scores[:2]:
+            gap, hw = paired_gap(s, b)
+            print(f"  {s.method} - {b.method}: {100 * gap:+.1f} ± {100 * hw:.1f} points")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

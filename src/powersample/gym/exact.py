@@ -1,0 +1,116 @@
+"""Exact accuracies of samplers under the DATA distribution, by enumerating every completion.
+
+For one problem the data law is a finite set of strings (27 worked variants + the shortcut guesses).
+On its token trie (characters, then EOS) we compute, with no sampling at all:
+
+- temperature 1:      sum_x p(x) [x correct]
+- per-token temp tau: each step draws a child with prob ∝ p(child | node)^(1/tau); tau = 1/alpha is
+                      the "low temperature" baseline, tau -> 0 is greedy (ties split evenly)
+- power pi_alpha:     sum_x p(x)^alpha [x correct] / sum_x p(x)^alpha
+
+These are what a perfectly trained model would give, so they are the design's promise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+from ..errors import check
+from .data import ANSWER, completion_distribution
+from .design import GymDesign
+from .grader import grade
+from .task import Problem, eval_problems
+
+EOS = "</s>"  # the end token of the trie; the tokenizer's EOS plays this part in the model
+_Leaf = tuple[tuple[str, ...], float, bool]  # (tokens, probability, correct)
+
+
+@dataclass(frozen=True)
+class DesignNumbers:
+    """Means over problems of exact per-problem quantities under the data distribution."""
+
+    alpha: float
+    problems: int
+    temperature_one: float  # P(correct), sampling p at temperature 1
+    low_temperature: float  # P(correct), per-token temperature 1/alpha
+    greedy: float  # P(correct), per-token argmax with ties split evenly
+    power: float  # pi_alpha mass on correct completions
+    shortcut_first: float  # P(first token is "A", i.e. a shortcut), under p
+    shortcut_first_low_temperature: float  # the same at per-token temperature 1/alpha
+    shortcut_power: float  # pi_alpha mass on shortcut completions
+    correct_worked_p: float  # p of the one correct worked solution
+    top_shortcut_p: float  # p of the most likely single shortcut completion
+    shortcut_correct: float  # P(correct | shortcut), under p
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def tempered_value(leaves: Sequence[_Leaf], value: Callable[[_Leaf], float], temperature: float,
+                   depth: int = 0) -> float:
+    """E[value(leaf)] when each token is drawn ∝ p(token | prefix)^(1/temperature); 0 = greedy."""
+    groups: dict[str, list[_Leaf]] = defaultdict(list)
+    for leaf in leaves:
+        groups[leaf[0][depth]].append(leaf)
+    mass = {tok: sum(p for _, p, _ in group) for tok, group in groups.items()}
+    top = max(mass.values())
+    if temperature == 0:  # greedy: every token within rounding of the max shares the step
+        weights = {tok: 1.0 if m >= top * (1 - 1e-9) else 0.0 for tok, m in mass.items()}
+    else:
+        weights = {tok: (m / top) ** (1.0 / temperature) for tok, m in mass.items()}
+    total = sum(weights.values())
+    out = 0.0
+    for tok, group in groups.items():
+        w = weights[tok] / total
+        if w == 0:
+            continue
+        if tok == EOS:  # exactly one string ends here
+            out += w * value(group[0])
+        else:
+            out += w * tempered_value(group, value, temperature, depth + 1)
+    return out
+
+
+def _leaves(problem: Problem, design: GymDesign) -> list[_Leaf]:
+    dist = completion_distribution(problem, design)
+    return [((*text, EOS), p, grade(problem, text).correct) for text, p in dist.items()]
+
+
+def problem_numbers(problem: Problem, design: GymDesign, alpha: float) -> dict[str, float]:
+    """The DesignNumbers fields for one problem."""
+    leaves = _leaves(problem, design)
+    correct = lambda leaf: float(leaf[2])  # noqa: E731
+    shortcut = lambda leaf: float(leaf[0][0] == ANSWER[0])  # noqa: E731
+    top_p = max(p for _, p, _ in leaves)
+    powered = [(p / top_p) ** alpha for _, p, _ in leaves]  # scaled by the max: no underflow
+    z = sum(powered)
+    short_p = [p for toks, p, _ in leaves if toks[0] == ANSWER[0]]
+    worked_ok = [p for toks, p, ok in leaves if ok and toks[0] != ANSWER[0]]
+    return dict(
+        temperature_one=sum(p for _, p, ok in leaves if ok),
+        low_temperature=tempered_value(leaves, correct, 1.0 / alpha),
+        greedy=tempered_value(leaves, correct, 0.0),
+        power=sum(w for w, (_, _, ok) in zip(powered, leaves, strict=True) if ok) / z,
+        shortcut_first=sum(short_p),
+        shortcut_first_low_temperature=tempered_value(leaves, shortcut, 1.0 / alpha),
+        shortcut_power=sum(w for w, (t, _, _) in zip(powered, leaves, strict=True) if t[0] == ANSWER[0]) / z,
+        correct_worked_p=sum(worked_ok),
+        top_shortcut_p=max(short_p),
+        shortcut_correct=sum(p for toks, p, ok in leaves if ok and toks[0] == ANSWER[0]) / sum(short_p),
+    )
+
+
+def design_numbers(problems: Sequence[Problem] | None = None, design: GymDesign | None = None,
+                   alpha: float = 4.0) -> DesignNumbers:
+    """Exact sampler accuracies under the data law, averaged over `problems` (default: 1000 held out)."""
+    design = design or GymDesign()
+    check(isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0,
+          f"alpha must be a finite number > 0, got {alpha!r}", "alpha", alpha)
+    problems = eval_problems(1000, seed=0) if problems is None else list(problems)
+    check(len(problems) > 0, "need at least one problem", "problems", problems)
+    rows = [problem_numbers(p, design, float(alpha)) for p in problems]
+    mean = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+    return DesignNumbers(alpha=float(alpha), problems=len(problems), **mean)
