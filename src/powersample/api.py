@@ -33,14 +33,8 @@ def sample(model, prompts: Sequence[str] | Sequence[Sequence[int]], method: str 
     from .engine.loading import load_engine
 
     spec = get_method(method)
-    known = {f.name for f in fields(spec.params)}
-    allowed = known | _LOADING | _RUNNING | _all_param_names()
-    unknown = sorted(set(options) - allowed)
-    check(not unknown, f"unknown option(s) {unknown} for method {method!r}; options are: "
-          f"{', '.join(sorted(allowed))}", unknown[0] if unknown else None)
-    values = dict(alpha=alpha, mcmc_steps=mcmc_steps, block_size=block_size, max_new_tokens=max_new_tokens,
-                  **{k: v for k, v in options.items() if k not in _LOADING | _RUNNING})
-    params = spec.adjust(build(spec.params, values, method), values)
+    params = make_params(method, alpha=alpha, mcmc_steps=mcmc_steps, block_size=block_size,
+                         max_new_tokens=max_new_tokens, **options)
 
     check(not isinstance(prompts, (str, bytes)), "prompts must be a list of prompts, not one string", "prompts")
     prompts = list(prompts)
@@ -73,6 +67,18 @@ def sample(model, prompts: Sequence[str] | Sequence[Sequence[int]], method: str 
         if bar:
             bar.close()
     return results
+
+
+def make_params(method: str, **settings):
+    """The validated settings object of `method` from sample()'s keyword arguments; raises
+    PowerSampleError naming any bad or unknown setting. Call it to check a request before loading a model."""
+    spec = get_method(method)
+    allowed = _LOADING | _RUNNING | _all_param_names()
+    unknown = sorted(set(settings) - allowed)
+    check(not unknown, f"unknown option(s) {unknown} for method {method!r}; options are: "
+          f"{', '.join(sorted(allowed))}", unknown[0] if unknown else None)
+    values = {k: v for k, v in settings.items() if k not in _LOADING | _RUNNING}
+    return spec.adjust(build(spec.params, values, method), values)
 
 
 def _encode(engine, prompt, chat: bool, i: int) -> list[int]:

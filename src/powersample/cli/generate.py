@@ -122,7 +122,7 @@ def run(args) -> int:
     from tqdm.auto import tqdm
 
     from .. import rng
-    from ..api import sample
+    from ..api import make_params, sample
     from ..engine.loading import load_engine
     from ..jsonl import append_rows, read_rows
 
@@ -136,6 +136,7 @@ def run(args) -> int:
     done = {(str(r.get("id")), r.get("sample_index", 0)) for r in read_rows(args.output, repair=True)}
     todo = [p for p in prompts if any((p["id"], j) not in done for j in range(args.num_samples))]
     opts = sampler_options(args)
+    make_params(args.method, **{k: v for k, v in opts.items() if k not in ("device", "dtype")})  # before loading
     engine = load_engine(args.model, device=opts.pop("device", None), dtype=opts.pop("dtype", None))
     bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=f"generate ({args.method})",
                unit="prompt")

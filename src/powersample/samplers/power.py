@@ -80,11 +80,14 @@ def power_sample(engine: Engine, prompts: list[list[int]], seeds: list[int], par
             proposed += movable
             accepted += accept
             track.generated += ext.lengths
-        # 3. a chain whose sample now ends in EOS is finished (the paper stops there too)
-        done |= track.ends_with_eos
+        # 3. checkpoint the chains that ran this block; one whose sample ends in EOS is finished
+        #    (the paper stops there too), so its checkpoints, like its tokens, depend only on its seed
         elapsed = time.perf_counter() - t0
+        ran = (~done).tolist()
         for r, cp in enumerate(track.checkpoints(seqs, block + 1, proposed, accepted, elapsed)):
-            checkpoints[r].append(cp)
+            if ran[r]:
+                checkpoints[r].append(cp)
+        done |= track.ends_with_eos
         if progress is not None:
             progress(1)
         if bool(done.all()):  # host sync once per block

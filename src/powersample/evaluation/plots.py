@@ -1,0 +1,90 @@
+"""PNG plots of run summaries (matplotlib, Agg backend: no display needed).
+
+- passk.png: pass@k against k (log2 axis), one line per run.
+- accuracy_vs_tokens.png: accuracy against tokens generated per sample, one colour per method. Runs
+  with graded checkpoints draw their running-answer curve (block by block); every run also draws its
+  final accuracy with the Wilson 95% interval.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from .report import Summary
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # before pyplot is imported: headless servers have no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_passk(summaries: Sequence[Summary], path: str | Path) -> Path | None:
+    """pass@k curves; None (no file) when no run has graded samples."""
+    shown = [s for s in summaries if s.pass_at_k]
+    if not shown:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for s in shown:
+        ks = sorted(s.pass_at_k)
+        ax.plot(ks, [s.pass_at_k[k] for k in ks], marker="o", markersize=3, label=s.label)
+    ax.set_xscale("log", base=2)
+    k_max = max(max(s.pass_at_k) for s in shown)
+    ax.set_xticks([k for k in (2 ** i for i in range(k_max.bit_length())) if k <= k_max] + [k_max])
+    ax.get_xaxis().set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("k (samples per problem)")
+    ax.set_ylabel("pass@k")
+    ax.set_title(f"pass@k — {', '.join(sorted({s.task for s in shown}))}")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_accuracy_tokens(summaries: Sequence[Summary], path: str | Path) -> Path | None:
+    """Accuracy vs generated tokens per sample, coloured by method; None when nothing is graded."""
+    shown = [s for s in summaries if s.accuracy is not None and not math.isnan(s.tokens_per_sample)]
+    if not shown:
+        return None
+    plt = _pyplot()
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    methods = sorted({s.method for s in shown})
+    markers, styles = "osD^v<>", ["-", "--", ":", "-."]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for i, s in enumerate(shown):
+        colour = colours[methods.index(s.method) % len(colours)]  # one colour per method, a marker per run
+        if s.checkpoint_curve:
+            xs, ys = zip(*s.checkpoint_curve, strict=True)
+            ax.plot(xs, ys, color=colour, alpha=0.6, linewidth=1, linestyle=styles[i % len(styles)])
+        lo, hi = s.ci95
+        ax.errorbar([s.tokens_per_sample], [s.accuracy], yerr=[[s.accuracy - lo], [hi - s.accuracy]],
+                    fmt=markers[i % len(markers)], color=colour, capsize=3, label=s.label)
+    xs = [s.tokens_per_sample for s in shown] + [x for s in shown for x, _ in s.checkpoint_curve]
+    if min(xs) > 0 and max(xs) / min(xs) > 20:  # power sampling can cost 10-100x the tokens of a baseline
+        ax.set_xscale("log")
+    ax.set_xlabel("tokens generated per sample (rejected proposals included)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"accuracy vs compute — {', '.join(sorted({s.task for s in shown}))}")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def write_plots(summaries: Sequence[Summary], out_dir: str | Path) -> list[Path]:
+    """Both plots into `out_dir`; the paths of those written."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [plot_passk(summaries, out_dir / "passk.png"),
+               plot_accuracy_tokens(summaries, out_dir / "accuracy_vs_tokens.png")]
+    return [p for p in written if p is not None]

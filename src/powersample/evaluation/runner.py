@@ -1,0 +1,290 @@
+"""`run_eval`: sample every selected problem, grade each sample, write one row per (problem, sample).
+
+The loop: batches of `batch_size` problems go through ONE sampling call each (all their samples at
+once); each sample's grading is handed to a process pool, so the model generates the next batch
+while the previous one is graded; each row is appended (and fsynced) the moment its grade arrives.
+Sample j of a problem depends only on (seed, problem id) - the sampler guarantees that a prompt's
+samples do not depend on the rest of its batch - so batch size, sharding and resumption do not
+change any result.
+
+The sampling function is injectable (`sample_fn`, default `powersample.sample`), and so is the
+model (an Engine already loaded, or any object the sample_fn accepts), for tests and reuse.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from ..errors import PowerSampleError, check
+from ..rng import derive_seeds
+from ..tasks import get_task
+from ..tasks.base import Grade, Problem, Task
+from .config import NON_CORE, EvalConfig
+from .grading import GradePool, grade_sample
+from .store import RunStore, read_rows
+
+log = logging.getLogger(__name__)
+
+LOADING_OPTIONS = ("eos_token_id", "trust_remote_code", "reuse_cache")  # for load_engine, not sample()
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run did: rows written now and in total, and accuracy over all graded rows."""
+
+    out: Path
+    problems: int  # selected by limit and shard
+    rows_new: int
+    rows_total: int
+    correct: int
+    graded: int  # rows with correct not None
+    grader_errors: int
+    exported: tuple[Path, ...] = ()
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.graded if self.graded else None
+
+
+def select_problems(problems: Sequence[Problem], limit: int | None, shard: tuple[int, int]) -> list[Problem]:
+    """The first `limit` problems, then every n-th from position i (shard i of n)."""
+    ids = [p.id for p in problems]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise PowerSampleError(f"problem id {dup!r} appears more than once; ids must be unique", "data", dup)
+    chosen = list(problems[:limit] if limit is not None else problems)
+    i, n = shard
+    return [p for k, p in enumerate(chosen) if k % n == i]
+
+
+def run_record(config: EvalConfig, task: Task) -> dict[str, Any]:
+    """run.json's content: the full configuration (plus data hash and task version) and versions."""
+    from ..tasks.files import sha256_file
+
+    cfg = config.to_dict()
+    cfg["data_sha256"] = sha256_file(config.data) if config.data else None
+    cfg["task_version"] = task.version
+    cfg["task_options"] = task.options()  # with the task's defaults filled in
+    return {"config": cfg, "versions": versions()}
+
+
+def core_fields(config_dict: dict[str, Any]) -> list[str]:
+    return sorted(k for k in config_dict if k not in NON_CORE)
+
+
+def versions() -> dict[str, str | None]:
+    """Versions that can change results (read from package metadata: no heavy imports)."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for dist in ("powersample", "torch", "transformers", "math-verify"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def generator_name(config: EvalConfig) -> str:
+    """A short label for the model + method (AlpacaEval's "generator" field)."""
+    model = Path(config.model.rstrip("/")).name or config.model
+    extra = f"-a{config.alpha:g}" if config.method == "power" else ""
+    return f"powersample-{model}-{config.method}{extra}"
+
+
+def run_eval(config: EvalConfig, *, sample_fn: Callable[..., Any] | None = None, model: Any = None,
+             progress: bool = True) -> RunSummary:
+    """Run (or resume) the evaluation described by `config`; see the module docstring."""
+    task = get_task(config.task, **config.task_options)
+    if task.name == "humaneval" and config.chat:
+        log.warning("humaneval is a code-completion task for base models: --chat wraps the prompt in a chat "
+                    "turn, and the reply (often markdown) is executed as the function body")
+    selected = select_problems(task.load(config.data), config.limit, config.shard_index)
+    record = run_record(config, task)
+    store = RunStore.open(config.out, record, core_fields(record["config"]))
+    try:
+        return _run(config, task, selected, store, sample_fn, model, progress)
+    finally:
+        store.close()
+
+
+def _run(config: EvalConfig, task: Task, selected: list[Problem], store: RunStore,
+         sample_fn: Callable[..., Any] | None, model: Any, progress: bool) -> RunSummary:
+    k = config.samples_per_problem
+    done = store.done()
+    todo = [p for p in selected if any((p.id, j) not in done for j in range(k))]
+    missing = sum(1 for p in todo for j in range(k) if (p.id, j) not in done)
+    stats = _Tally.from_rows(store.rows_at_open)
+
+    if todo:
+        if sample_fn is None:
+            import powersample
+
+            _check_sampler_settings(config)  # bad settings fail here, before minutes of model loading
+            sample_fn = powersample.sample
+        if model is None:
+            import powersample
+
+            loading = {key: config.sampler_options[key] for key in LOADING_OPTIONS
+                       if key in config.sampler_options}
+            model = powersample.load_engine(config.model, device=config.device, dtype=config.dtype, **loading)
+        pool = GradePool(config.grade_workers)
+        bar = _bar(progress, missing, f"{config.task} {config.method}")
+        try:
+            for lo in range(0, len(todo), config.batch_size):
+                batch = todo[lo: lo + config.batch_size]
+                results = sample_fn(model, [p.prompt for p in batch], **_sample_kwargs(config, batch))
+                _submit(results, batch, k, done, task, model, pool, store, stats, bar)
+                if pool.fatal:
+                    raise PowerSampleError(f"{pool.fatal}; the rows written so far are kept")
+            pool.shutdown(wait=True)
+        except BaseException as e:
+            # keep what was generated: let the grading under way finish and be written (Ctrl-C again aborts)
+            if isinstance(e, KeyboardInterrupt):
+                log.warning("interrupted: writing the samples already generated (Ctrl-C again to abort)")
+            else:
+                log.error("sampling failed (%s); writing the samples already generated", type(e).__name__)
+            pool.shutdown(wait=True)
+            raise
+        finally:
+            pool.shutdown(wait=False)
+            if bar is not None:
+                bar.close()
+
+    exported = task.export(store.dir, read_rows(store.dir), selected, generator_name(config))
+    return RunSummary(Path(config.out), len(selected), stats.new, stats.total, stats.correct, stats.graded,
+                      stats.errors, tuple(exported))
+
+
+def _check_sampler_settings(config: EvalConfig) -> None:
+    """Build the method's parameters as powersample.sample will, so that a bad setting (an unknown
+    method, block_size > max_new_tokens for power) is reported before the model is loaded."""
+    from ..api import make_params
+
+    kwargs = _sample_kwargs(config, [])
+    make_params(kwargs.pop("method"), **kwargs)
+
+
+def _sample_kwargs(config: EvalConfig, batch: Sequence[Problem]) -> dict[str, Any]:
+    kwargs: dict[str, Any] = dict(method=config.method, alpha=config.alpha, mcmc_steps=config.mcmc_steps,
+                                  block_size=config.block_size, max_new_tokens=config.max_new_tokens,
+                                  num_samples=config.samples_per_problem, batch_size=len(batch),
+                                  progress=False, seeds=[derive_seeds(config.seed, p.id) for p in batch])
+    if config.temperature is not None:
+        kwargs["temperature"] = config.temperature
+    if config.n is not None:
+        kwargs["n"] = config.n
+    if config.chat:
+        kwargs["chat"] = True
+    kwargs.update({k: v for k, v in config.sampler_options.items() if k not in LOADING_OPTIONS})
+    return kwargs
+
+
+def _submit(results: Sequence[Any], batch: Sequence[Problem], k: int, done: set[tuple[str, int]], task: Task,
+            model: Any, pool: GradePool, store: RunStore, stats: _Tally, bar) -> None:
+    """Hand every new sample of a batch to the graders; each writes its row when its grade arrives."""
+    by_key = {(r.prompt_index, r.sample_index): r for r in results}
+    expected = {(i, j) for i in range(len(batch)) for j in range(k)}
+    check(set(by_key) == expected, f"the sampler returned {len(results)} results with keys that do not match "
+          f"{len(batch)} prompts x {k} samples", "sample_fn")
+    decode = getattr(model, "decode", None)
+    for (i, j), r in sorted(by_key.items()):
+        problem = batch[i]
+        if (problem.id, j) in done:
+            continue  # written by an earlier, interrupted run
+        text = r.text if r.text is not None else (decode(r.token_ids) if decode else None)
+        if text is None:
+            raise PowerSampleError("the sampler returned token ids without text and the model has no "
+                                   "tokenizer to decode them; give a model with a tokenizer", "model")
+        answers = None  # running answers at checkpoints, for tasks where a partial completion has one
+        if task.answers_at_checkpoints and decode is not None and r.checkpoints:
+            answers = [task.extract(_decode(cp.token_ids, decode)) for cp in r.checkpoints]
+        row = _row(problem, r, text, answers)
+        # generous: the watchdog is for graders stuck in C code, not for slow ones
+        budget = 60.0 + 10.0 * len(set(answers or ())) + float(getattr(task, "timeout", 0))
+        future = pool.submit(grade_sample, (task, problem, text, r.finished, answers), budget, _grader_failed)
+        future.add_done_callback(lambda f, row=row: _write(f, row, store, stats, bar))
+
+
+def _grader_failed(why: str) -> tuple[Grade, None]:
+    return Grade(False, None, why, error=True), None
+
+
+def _decode(ids: Sequence[int], decode) -> str:
+    return decode(list(ids)) or ""
+
+
+def _row(problem: Problem, r: Any, text: str, answers: Sequence[str | None] | None) -> dict[str, Any]:
+    return {
+        "id": problem.id, "sample": r.sample_index,
+        "correct": None, "extracted": None, "reason": None, "grader_error": False,  # filled in by _write
+        "finished": r.finished, "tokens": len(r.token_ids), "tokens_generated": r.tokens_generated,
+        "logp": r.logp, "seconds": r.seconds, "acceptance_rate": r.acceptance_rate, "stats": r.stats,
+        "completion": text,
+        "checkpoints": [{"block": cp.block, "answer": a, "correct": None, "tokens": len(cp.token_ids),
+                         "tokens_generated": cp.tokens_generated, "logp": cp.logp,
+                         "acceptance_rate": cp.acceptance_rate, "mean_entropy": cp.mean_entropy,
+                         "mean_top1": cp.mean_top1, "seconds": cp.seconds}
+                        for cp, a in zip(r.checkpoints, answers or [None] * len(r.checkpoints), strict=True)],
+    }
+
+
+def _write(future, row: dict[str, Any], store: RunStore, stats: _Tally, bar) -> None:
+    if future.cancelled() or future.exception() is not None:
+        return  # abandoned at an abort, or grading broke down: the sample is generated again on resume
+    grade, verdicts = future.result()
+    row.update(correct=grade.correct, extracted=grade.extracted, reason=grade.reason,
+               grader_error=grade.error)
+    for cp, v in zip(row["checkpoints"], verdicts or (), strict=False):  # verdicts None: none recorded
+        cp["correct"] = v
+    try:
+        store.append(row)
+    except Exception:  # a full disk: say so loudly; the row is regenerated on the next run
+        log.exception("could not write the row for %s sample %s", row["id"], row["sample"])
+        return
+    stats.add(row)
+    if bar is not None:
+        bar.update(1)
+        if stats.graded:
+            bar.set_postfix(acc=f"{stats.correct / stats.graded:.3f}", refresh=False)
+
+
+class _Tally:
+    """Running counts over the run's rows (old and new), updated from grader callbacks."""
+
+    def __init__(self):
+        self.total = self.new = self.correct = self.graded = self.errors = 0
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[dict[str, Any]]) -> _Tally:
+        t = cls()
+        for r in rows:
+            t._count(r)
+        return t
+
+    def add(self, row: dict[str, Any]) -> None:
+        with self._lock:
+            self._count(row)
+            self.new += 1
+
+    def _count(self, row: dict[str, Any]) -> None:
+        self.total += 1
+        if row.get("correct") is not None:
+            self.graded += 1
+            self.correct += bool(row["correct"])
+        self.errors += bool(row.get("grader_error"))
+
+
+def _bar(progress: bool, total: int, desc: str):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="sample", dynamic_ncols=True)
+
