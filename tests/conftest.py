@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
-import torch
+import os
+
+# OpenMP threads that spin while waiting make torch many times slower when processes share 2 cores
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 def tiny_llama(vocab: int = 32, hidden: int = 32, layers: int = 2, heads: int = 4, kv_heads: int = 2,

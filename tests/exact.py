@@ -7,7 +7,7 @@ there are 1 + (V-1) + ... + (V-1)^(T-1) EOS-ended ones plus (V-1)^T truncated on
 from __future__ import annotations
 
 import itertools
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ class Enumeration:
         self.pi = np.exp(w - w.max())
         self.pi /= self.pi.sum()
 
-    @lru_cache(maxsize=None)  # noqa: B019 - the instance lives for one test module
+    @cache  # noqa: B019 - the instance lives for one test module
     def next_logprobs(self, prefix: tuple, temperature: float) -> np.ndarray:
         with torch.no_grad():
             logits = self.model(input_ids=torch.tensor([self.prompt + list(prefix)])).logits[0, -1].double()
@@ -56,7 +56,6 @@ class Enumeration:
                     if y[:t] != x[:t]:
                         continue
                     q_fwd = self.seq_logp(y, temperature, t)
-                    q_rev = self.seq_logp(x, temperature, t)
                     log_r = self._log_ratio(x, y, t, temperature, variant)
                     P[i, j] += np.exp(q_fwd) / len(x) * min(1.0, np.exp(log_r))
             P[i, i] += 1.0 - P[i].sum()

@@ -19,7 +19,7 @@ def _assert_rows_match(model, seqs, ext_logp_by_row):
         comp = seqs.completion(r)
         ref = full_logp(model, prompt, comp)
         assert len(ref) == len(row_logps)
-        assert max((abs(a - b) for a, b in zip(ref, row_logps)), default=0.0) < 1e-4
+        assert max((abs(a - b) for a, b in zip(ref, row_logps, strict=True)), default=0.0) < 1e-4
 
 
 @pytest.mark.parametrize("reuse", [True, False])
@@ -65,7 +65,7 @@ def test_cut_settle_and_select_keep_cache_exact(reuse):
         prompt = seqs.tokens[r, : int(seqs.prompt_lengths[r])].tolist()
         ref = full_logp(model, prompt, seqs.completion(r))[len(before[r]):]
         got = ext.logp[r, : int(ext.lengths[r])].tolist()
-        assert len(ref) == len(got) and max((abs(a - b) for a, b in zip(ref, got)), default=0) < 1e-4
+        assert len(ref) == len(got) and max((abs(a - b) for a, b in zip(ref, got, strict=True)), default=0) < 1e-4
 
 
 def test_logq_is_the_tempered_truncated_distribution(llama):

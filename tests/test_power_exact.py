@@ -81,3 +81,20 @@ def test_broken_samplers_fail_the_same_test(setup):
     for variant in broken:
         emp = enum.empirical([r.token_ids for r in _run(model, params, variant)])
         assert tv(emp, enum.pi) > tol, f"{variant}: TV {tv(emp, enum.pi):.4f} within tolerance {tol:.4f}"
+
+
+def test_many_blocks_without_early_stop_reach_pi_alpha():
+    """Three blocks of one token: each block's chain targets pi restricted to its length cap; with
+    stop_at_eos=False every chain keeps moving, so the last block's law is pi_alpha over T tokens."""
+    kwargs, temperature, steps, _ = CONFIGS["lengths"]
+    model = tiny_llama(hidden=16, layers=1, heads=2, kv_heads=1, eos=1, **kwargs)
+    enum = Enumeration(model, PROMPT, eos=1, vocab=kwargs["vocab"], T=T, alpha=ALPHA)
+    chains = 4_000
+    params = PowerParams(alpha=ALPHA, mcmc_steps=steps, max_new_tokens=T, block_size=1, temperature=temperature,
+                         stop_at_eos=False)
+    res = power_sample(HFEngine(model, eos_token_ids=[1]), [PROMPT], [5], params, num_samples=chains)
+    emp = enum.empirical([r.token_ids for r in res])
+    # the last block runs the same kernel as the one-block test (where law_60 is within 0.01 of pi)
+    tol = 0.01 + noise_tolerance(enum.pi, chains)
+    assert tv(emp, enum.pi) < tol, f"TV {tv(emp, enum.pi):.4f} >= {tol:.4f}"
+    assert all(len(r.checkpoints) == 3 for r in res[:100])  # no chain stopped early

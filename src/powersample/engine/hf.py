@@ -1,6 +1,6 @@
 """The transformers backend: any AutoModelForCausalLM, batched, reusing each row's KV cache.
 
-Cache layout (see ../../../docs/engine.md). All rows share one DynamicCache whose physical slots are
+Cache layout (the README's "How it works" has the picture). All rows share one DynamicCache whose physical slots are
 columns; per row and slot we track the token's logical position (`pos`) and whether the slot is
 `live` (part of the row's current sequence). The model sees `live` as its 2D attention mask and
 each row's logical positions as `position_ids`, so a row attends exactly to its own current prefix
@@ -24,7 +24,7 @@ from ..errors import PowerSampleError, check
 from .base import Engine, Extension, Proposal, Sequences
 
 _TOKEN_STREAM = 1  # rng stream for token draws; samplers use other stream numbers
-_SYNC_EVERY = 8  # decode steps between host checks for "all rows done" (each check is a GPU sync)
+_SYNC_EVERY_GPU = 8  # decode steps between checks for "all rows done" on a GPU (each is a host sync)
 
 
 @dataclass(eq=False)
@@ -99,29 +99,28 @@ class HFEngine(Engine):
         steps = int(max_new.max())
         ext = _empty_extension(rows, steps, self.device)
         active = max_new > 0
+        sync_every = 1 if self.device.type == "cpu" else _SYNC_EVERY_GPU  # on CPU a check costs nothing
         for t in range(steps):
             logits = self._step(seqs, active)  # (rows, vocab) float32, next-token logits
             logp_all = torch.log_softmax(logits, dim=-1)
             forced = first if (t == 0 and first is not None) else None
             tok, logq = _draw(logits, logp_all, proposal, seqs.seeds, seqs.draws, forced)
-            probs = logp_all.exp()
-            ent = -(probs * logp_all).sum(-1)
-            top1 = probs.max(-1).values
-            # record only for rows still drawing; others keep -1 / 0
-            idx = torch.where(active)[0]
-            ext.tokens[idx, t] = tok[idx]
-            ext.logp[idx, t] = logp_all[idx, tok[idx]]
-            ext.logq[idx, t] = logq[idx]
-            ext.entropy[idx, t] = ent[idx]
-            ext.top1[idx, t] = top1[idx]
+            ent = -(logp_all.exp() * logp_all).sum(-1)
+            # masked column writes, not indexing by nonzero(): that would sync host and device per token
+            ext.tokens[:, t] = torch.where(active, tok, -1)
+            ext.logp[:, t] = torch.where(active, logp_all.gather(1, tok[:, None]).squeeze(1), 0.0)
+            ext.logq[:, t] = torch.where(active, logq, 0.0)
+            ext.entropy[:, t] = torch.where(active, ent, 0.0)
+            ext.top1[:, t] = torch.where(active, logp_all.max(-1).values.exp(), 0.0)
             ext.lengths += active
-            seqs.tokens[idx, seqs.lengths[idx]] = tok[idx]
+            at = seqs.lengths[:, None].clamp(max=seqs.tokens.shape[1] - 1)
+            seqs.tokens.scatter_(1, at, torch.where(active[:, None], tok[:, None], seqs.tokens.gather(1, at)))
             seqs.lengths += active
             seqs.draws += active
             hit_eos = active & torch.isin(tok, self._eos)
             ext.eos |= hit_eos
             active = active & ~hit_eos & (ext.lengths < max_new)
-            if (t + 1) % _SYNC_EVERY == 0 and not bool(active.any()):  # host sync, every few steps
+            if (t + 1) % sync_every == 0 and not bool(active.any()):
                 break
         ext.tokens = ext.tokens[:, : int(ext.lengths.max()) if rows else 0]
         for name in ("logp", "logq", "entropy", "top1"):

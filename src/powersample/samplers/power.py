@@ -61,8 +61,8 @@ def power_sample(engine: Engine, prompts: list[list[int]], seeds: list[int], par
 
     for block in range(n_blocks):
         cap = min((block + 1) * params.block_size, params.max_new_tokens)  # completion length cap
-        # 1. grow every unfinished chain by up to one block from the proposal
-        ext = engine.extend(seqs, torch.where(done, 0, cap - track.length), proposal)
+        # 1. grow every chain whose sample has no EOS yet by up to one block from the proposal
+        ext = engine.extend(seqs, torch.where(track.ends_with_eos, 0, cap - track.length), proposal)
         track.append(ext)
         # 2. N Metropolis-Hastings steps on the whole completion so far
         for step in range(params.mcmc_steps):
@@ -81,13 +81,14 @@ def power_sample(engine: Engine, prompts: list[list[int]], seeds: list[int], par
             accepted += accept
             track.generated += ext.lengths
         # 3. checkpoint the chains that ran this block; one whose sample ends in EOS is finished
-        #    (the paper stops there too), so its checkpoints, like its tokens, depend only on its seed
+        #    (as in the paper, unless stop_at_eos=False), so its checkpoints depend only on its seed
         elapsed = time.perf_counter() - t0
         ran = (~done).tolist()
         for r, cp in enumerate(track.checkpoints(seqs, block + 1, proposed, accepted, elapsed)):
             if ran[r]:
                 checkpoints[r].append(cp)
-        done |= track.ends_with_eos
+        if params.stop_at_eos:
+            done |= track.ends_with_eos
         if progress is not None:
             progress(1)
         if bool(done.all()):  # host sync once per block

@@ -58,7 +58,7 @@ class Track:
         logp = (self.logp * (cols < self.length[:, None])).sum(1)
         lists = [x.tolist() for x in (logp, ent, top1, self.generated, proposed, accepted)]
         out = []
-        for r, (lp, e, t1, gen, prop, acc) in enumerate(zip(*lists)):
+        for r, (lp, e, t1, gen, prop, acc) in enumerate(zip(*lists, strict=True)):
             out.append(Checkpoint(block=block, token_ids=seqs.completion(r), logp=lp, tokens_generated=gen,
                                   acceptance_rate=(acc / prop) if prop else None, mean_entropy=e, mean_top1=t1,
                                   seconds=seconds))

@@ -1,0 +1,181 @@
+"""Power-SMC (Azizi et al. 2026, arXiv:2602.10273): sequential Monte Carlo for pi(y) ∝ p(y | prompt)^alpha.
+
+A system of N particles (partial completions) advances one token at a time in one batched decode.
+Intermediate targets are gamma_t(y_1..t) = p(y_1..t)^alpha_t; a particle that drew y_t from the
+proposal q multiplies its weight by gamma_t / (gamma_t-1 * q):
+
+    log w_t += alpha_t * log p(y_t) - log q(y_t)             the new token (unfinished particles only)
+             + (alpha_t - alpha_t-1) * log p(y_1..t-1)      the exponent rose (every particle)
+
+Without bridging alpha_t = alpha and the second line vanishes. With bridging, alpha_t rises linearly
+from 1 to alpha over `bridge_tokens` tokens, and the second line is what keeps the final target
+p^alpha exact (the per-token form p(y_t)^alpha_t / q alone would target prod_t p(y_t)^alpha_t).
+A finished particle (EOS) draws nothing and keeps its weight, apart from that bridging term.
+When a system's effective sample size (sum w)^2 / sum w^2 drops below ess_threshold * N it is
+resampled; `engine.select` copies the chosen rows with their KV caches, so no prefix is recomputed.
+At the end one particle per system is drawn with probability proportional to its weight.
+
+Each requested sample is its own particle system (independent samples, not N draws from one system).
+With N = 1 the weight never matters and the output is a plain draw from the proposal.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import torch
+
+from .. import rng
+from ..engine.base import Engine
+from .params import SMCParams
+from .resampling import inverse_cdf, resample
+from .result import Result
+
+_PARTICLE_STREAM = 3  # rng streams of a system's seed (the engine draws tokens from stream 1)
+_RESAMPLE_STREAM = 4
+_SELECT_STREAM = 5
+
+
+def log_increment(alpha_t: float, alpha_prev: float, logp_tok: torch.Tensor, logq_tok: torch.Tensor,
+                  drew: torch.Tensor, logp_prefix: torch.Tensor) -> torch.Tensor:
+    """log gamma_t(y_1..t) - log gamma_t-1(y_1..t-1) - log q(y_t), per particle (float64).
+
+    drew: the particle drew y_t this step (else it is finished and only the exponent's rise counts).
+    logp_prefix: log p(y_1..t-1) before this step's token.
+    """
+    token = torch.where(drew, alpha_t * logp_tok.double() - logq_tok.double(), 0.0)
+    if alpha_t == alpha_prev:  # no bridging step (and no 0 * -inf = NaN for a zero-probability prefix)
+        return token
+    return token + (alpha_t - alpha_prev) * logp_prefix
+
+
+def smc_sample(engine: Engine, prompts: list[list[int]], seeds: list[int], params: SMCParams,
+               num_samples: int = 1, progress: Callable[[int], None] | None = None,
+               variant: str = "exact") -> list[Result]:
+    """One particle system per (prompt, sample); one Result per system, prompt-major.
+
+    `variant` exists to prove the tests can fail: "per-token-bridge" drops the prefix term of the
+    bridged weight (the form that changes the target).
+    """
+    if variant not in ("exact", "per-token-bridge"):
+        raise ValueError(f"unknown variant {variant!r}; choose from ['exact', 'per-token-bridge']")
+    t0 = time.perf_counter()
+    n = params.particles
+    systems = len(prompts) * num_samples
+    dev = engine.device
+    sys_seeds = torch.tensor([rng.derive_seeds(s, "smc", k) for s in seeds for k in range(num_samples)],
+                             device=dev)  # (systems,): a system's draws depend only on its prompt's seed, k
+    # rows (prompt, sample, particle), prompt-major; one prefill per prompt, shared by its particles' caches
+    seqs = engine.start(prompts, seeds)
+    particle = torch.arange(n, device=dev).repeat(systems)
+    seqs = engine.select(seqs, torch.arange(len(prompts), device=dev).repeat_interleave(num_samples * n),
+                         seeds=rng.hash64(sys_seeds.repeat_interleave(n), _PARTICLE_STREAM, particle))
+    rows = len(seqs)
+    logw = torch.zeros(rows, dtype=torch.float64, device=dev)  # log importance weight per particle
+    logp = torch.zeros(rows, dtype=torch.float64, device=dev)  # log p(completion so far | prompt)
+    done = torch.zeros(rows, dtype=torch.bool, device=dev)  # ended with EOS
+    generated = torch.zeros(systems, dtype=torch.long, device=dev)  # tokens drawn, dropped particles included
+    resamples = torch.zeros(systems, dtype=torch.long, device=dev)
+    ess_min = torch.full((systems,), float(n), dtype=torch.float64, device=dev)
+    ess_sum = torch.zeros(systems, dtype=torch.float64, device=dev)
+    steps = 0
+
+    for t in range(1, params.max_new_tokens + 1):
+        # 1. every unfinished particle draws one token from the proposal (temperature 1/alpha_t)
+        ext = engine.extend(seqs, (~done).long(), params.proposal(t))
+        drew = ext.lengths > 0
+        lp, lq = ext.logp[:, 0], ext.logq[:, 0]
+        # 2. reweight: the one place a log weight changes
+        a_t, a_prev = params.exponent(t), params.exponent(t - 1)
+        prefix = logp if variant == "exact" else torch.zeros_like(logp)
+        logw = logw + log_increment(a_t, a_prev, lp, lq, drew, prefix)
+        logp = logp + torch.where(drew, lp.double(), 0.0)
+        done = done | ext.eos
+        generated += drew.view(systems, n).sum(1)
+        # 3. effective sample size per system; resample the systems below the threshold
+        ess = _ess(logw.view(systems, n))  # (systems,), 0 where every weight is zero
+        ess_min = torch.minimum(ess_min, ess)
+        ess_sum += ess
+        steps += 1
+        low = (ess < params.ess_threshold * n) & (ess > 0)  # all-zero systems: nothing to resample from
+        stop = done.all() | ~drew.any()  # every particle ended, or none could draw (context full)
+        need, finished = (x.item() for x in torch.stack([low.any(), stop]).cpu())  # one host sync
+        if need:
+            ancestors = _ancestors(logw.view(systems, n), low, sys_seeds, t, params.resampling)  # (rows,)
+            seqs = engine.select(seqs, ancestors)
+            logp, done = logp[ancestors], done[ancestors]
+            # resampled systems restart from equal weights, at their mean weight (the evidence is kept)
+            mean = torch.logsumexp(logw.view(systems, n), 1) - math.log(n)
+            logw = torch.where(low.repeat_interleave(n), mean.repeat_interleave(n), logw[ancestors])
+            resamples += low
+        if finished:
+            break
+
+    # a run shorter than the bridge still ends at p^alpha: raise the exponent the rest of the way
+    if params.exponent(steps) != params.alpha:
+        none = torch.zeros(rows, dtype=torch.bool, device=dev)
+        zeros = torch.zeros(rows, device=dev)
+        logw = logw + log_increment(params.alpha, params.exponent(steps), zeros, zeros, none, logp)
+
+    # 4. one particle per system, drawn by weight (uniformly if every weight is zero)
+    w, degenerate = _normalised(logw.view(systems, n))
+    u = rng.uniform(sys_seeds, _SELECT_STREAM, 0)
+    pick = inverse_cdf(w, u[:, None]).squeeze(1)  # (systems,)
+    chosen = torch.arange(systems, device=dev) * n + pick
+    if progress is not None:
+        progress(1)
+    seconds = (time.perf_counter() - t0) / len(prompts)
+    return _results(engine, seqs, params, chosen.tolist(), w, degenerate, logp, done, logw, generated,
+                    resamples, ess_min, ess_sum / max(steps, 1), num_samples, seconds)
+
+
+def _ess(logw: torch.Tensor) -> torch.Tensor:
+    """(sum w)^2 / sum w^2 per system from log weights (systems, N); 0 where every weight is zero."""
+    top = logw.max(1, keepdim=True).values
+    finite = torch.isfinite(top)
+    z = torch.exp(logw - torch.where(finite, top, 0.0))  # (systems, N), max 1 in each live system
+    ess = z.sum(1) ** 2 / (z**2).sum(1)
+    return torch.where(finite.squeeze(1), ess, 0.0)
+
+
+def _normalised(logw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights (systems, N) summing to 1, and which systems had every weight zero (given uniform weights)."""
+    degenerate = ~torch.isfinite(logw.max(1).values)
+    w = torch.softmax(torch.where(degenerate[:, None], 0.0, logw), dim=1)
+    return w, degenerate
+
+
+def _ancestors(logw: torch.Tensor, low: torch.Tensor, sys_seeds: torch.Tensor, t: int,
+               scheme: str) -> torch.Tensor:
+    """Row indices after resampling the systems in `low`; the others keep their own rows."""
+    systems, n = logw.shape
+    w, _ = _normalised(logw)
+    u = rng.uniform(sys_seeds, _RESAMPLE_STREAM, t)  # (systems,), one per system and step
+    local = torch.where(low[:, None], resample(scheme, w, u), torch.arange(n, device=logw.device)[None, :])
+    return (local + torch.arange(systems, device=logw.device)[:, None] * n).reshape(-1)
+
+
+def _results(engine, seqs, params: SMCParams, chosen: list[int], w, degenerate, logp, done, logw, generated,
+             resamples, ess_min, ess_mean, num_samples: int, seconds: float) -> list[Result]:
+    """One Result per system from its chosen particle (host transfers happen here, once)."""
+    n = params.particles
+    host = [x.tolist() for x in (logp, done, generated, resamples, ess_min, ess_mean, degenerate)]
+    logp_h, eos_h, gen_h, res_h, emin_h, emean_h, deg_h = host
+    weights = w.tolist() if params.keep_particles else None
+    log_z = (torch.logsumexp(logw.view(-1, n), 1) - math.log(n)).tolist()
+    out = []
+    for s, r in enumerate(chosen):
+        ids = seqs.completion(r)
+        stats = {"particles": n, "resamples": int(res_h[s]), "ess_min": emin_h[s] / n,
+                 "ess_mean": emean_h[s] / n, "log_z": log_z[s], "all_weights_zero": bool(deg_h[s]),
+                 "particle": r - s * n}
+        if weights is not None:
+            stats["particle_ids"] = [seqs.completion(s * n + j) for j in range(n)]
+            stats["particle_weights"] = weights[s]
+        out.append(Result(prompt_index=s // num_samples, sample_index=s % num_samples, token_ids=ids,
+                          text=engine.decode(ids), logp=float(logp_h[r]), finished=bool(eos_h[r]),
+                          tokens_generated=int(gen_h[s]), seconds=seconds, method="smc", stats=stats))
+    return out
+

@@ -1,0 +1,177 @@
+"""Power-SMC against exact enumeration on a tiny model: its output law approaches pi_alpha as particles grow.
+
+Model: the "paper" model of test_power_exact (EOS rare, so the paper's proposal, temperature 1/alpha,
+covers pi_alpha's support). With a finite particle count N the SMC output is biased, by O(1/N) in
+every event's probability. So, with S = 4,000 independent particle systems per N:
+
+- N = 1 is plain proposal sampling: the weight of a single particle never matters.
+- TV(empirical, pi) falls as N = 1, 4, 16, 64 grows.
+- At N = 64: TV(empirical, pi) <= noise + bias allowance, where noise is the 99.9% quantile of TV for
+  S iid draws from pi (what a bias-free sampler gives) and the allowance is TV(empirical at N=16, pi) / 4:
+  the O(1/N) bias shrinks 4x from N = 16 to 64, and by Jensen E[TV(empirical)] >= TV(law), so a quarter
+  of the N = 16 distance bounds the N = 64 bias in expectation.
+- Exponent bridging keeps the target: bridged SMC passes the same test; the per-token form of the
+  bridged weight (no prefix term) fails it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import tiny_llama
+from exact import Enumeration, noise_tolerance, tv
+
+import powersample
+from powersample.engine.hf import HFEngine
+from powersample.errors import PowerSampleError
+from powersample.samplers.params import SMCParams
+from powersample.samplers.resampling import RESAMPLERS
+from powersample.samplers.smc import smc_sample
+
+ALPHA, T, SYSTEMS = 4.0, 3, 4000
+PROMPT = [0, 2]
+MODEL = dict(vocab=5, seed=1, scale=6.0, eos_bias=-3.0)
+PARTICLES = (1, 4, 16, 64)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.set_num_threads(2)
+    model = tiny_llama(hidden=16, layers=1, heads=2, kv_heads=1, eos=1, **MODEL)
+    enum = Enumeration(model, PROMPT, eos=1, vocab=MODEL["vocab"], T=T, alpha=ALPHA)
+    return model, enum, HFEngine(model, eos_token_ids=[1])
+
+
+def _run(engine, n: int, variant: str = "exact", **kw):
+    params = SMCParams(alpha=ALPHA, particles=n, max_new_tokens=T, **kw)
+    return smc_sample(engine, [PROMPT], [0], params, num_samples=SYSTEMS, variant=variant)
+
+
+@pytest.fixture(scope="module")
+def sweep(setup):
+    _, enum, engine = setup
+    runs = {n: _run(engine, n) for n in PARTICLES}
+    emp = {n: enum.empirical([r.token_ids for r in res]) for n, res in runs.items()}
+    dist = {n: tv(e, enum.pi) for n, e in emp.items()}
+    print("TV(SMC output, pi_alpha) by particles:", {n: round(d, 4) for n, d in dist.items()})
+    tolerance = noise_tolerance(enum.pi, SYSTEMS) + dist[16] / 4
+    return runs, emp, dist, tolerance
+
+
+def test_one_particle_is_plain_proposal_sampling(setup, sweep):
+    _, enum, _ = setup
+    runs, emp, _, _ = sweep
+    proposal = enum.proposal_dist(1 / ALPHA)
+    assert tv(emp[1], proposal) < noise_tolerance(proposal, SYSTEMS)
+    # and the proposal is far from the target, so the other tests mean something
+    assert tv(proposal, enum.pi) > 4 * noise_tolerance(enum.pi, SYSTEMS)
+    assert all(r.stats["resamples"] == 0 and r.tokens_generated == len(r.token_ids) for r in runs[1])
+
+
+def test_distance_to_pi_alpha_falls_with_particles(sweep):
+    runs, _, dist, tolerance = sweep
+    assert dist[1] > dist[4] > dist[16] > dist[64], dist
+    assert dist[64] < tolerance, f"TV {dist[64]:.4f} >= tolerance {tolerance:.4f}"
+    assert dist[1] > 3 * tolerance  # N = 1 is far outside it: the tolerance can fail
+    assert sum(r.stats["resamples"] for r in runs[64]) > 0  # resampling was exercised
+
+
+@pytest.mark.parametrize("n", PARTICLES)
+def test_evidence_estimate_is_unbiased_for_any_particle_count(setup, sweep, n):
+    """E[mean final weight] = sum_y p(y)^alpha for every N: a check of the weights themselves, free of the
+    finite-N selection bias (it catches a wrong increment or a wrong reset at resampling)."""
+    _, enum, _ = setup
+    runs, _, _, _ = sweep
+    log_z_true = torch.logsumexp(torch.tensor(ALPHA * enum.logp), 0)
+    z = torch.tensor([r.stats["log_z"] for r in runs[n]], dtype=torch.float64).sub(log_z_true).exp()  # Z_hat / Z
+    se = z.std() / math.sqrt(len(z))
+    assert abs(float(z.mean()) - 1) < 4 * float(se) + 1e-3, (float(z.mean()), float(se))
+
+
+def test_results_carry_true_log_p_and_every_particles_tokens(setup, sweep):
+    _, enum, _ = setup
+    runs, _, _, _ = sweep
+    for r in runs[16][:200]:
+        assert abs(r.logp - enum.logp[enum.index[tuple(r.token_ids)]]) < 1e-4
+        assert r.method == "smc" and r.stats["particles"] == 16
+        # every particle drew the first token; the chosen one drew len(token_ids) tokens
+        assert 16 + len(r.token_ids) - 1 <= r.tokens_generated <= 16 * T
+        assert 0 < r.stats["ess_min"] <= r.stats["ess_mean"] <= 1
+
+
+def test_bridging_keeps_the_target_and_the_per_token_form_does_not(setup, sweep):
+    _, enum, engine = setup
+    _, _, _, tolerance = sweep
+    bridged = enum.empirical([r.token_ids for r in _run(engine, 64, bridge_tokens=T)])
+    assert tv(bridged, enum.pi) < tolerance, f"TV {tv(bridged, enum.pi):.4f} >= tolerance {tolerance:.4f}"
+    broken = _run(engine, 64, variant="per-token-bridge", bridge_tokens=T)
+    broken = enum.empirical([r.token_ids for r in broken])
+    assert tv(broken, enum.pi) > tolerance, f"per-token bridge: TV {tv(broken, enum.pi):.4f} within tolerance"
+
+
+def test_bridge_longer_than_the_run_still_ends_at_alpha():
+    p = SMCParams(alpha=4.0, bridge_tokens=8, max_new_tokens=3)
+    assert [p.exponent(t) for t in (0, 4, 8, 9)] == [1.0, 2.5, 4.0, 4.0]
+    assert p.proposal(4).temperature == 1 / 2.5 and SMCParams(temperature=1.0).proposal(1).temperature == 1.0
+
+
+class _NoMassEngine(HFEngine):
+    """Reports log p = -inf for every drawn token: every particle's weight is zero."""
+
+    def extend(self, seqs, max_new, proposal, keep=None, first=None):
+        ext = super().extend(seqs, max_new, proposal, keep=keep, first=first)
+        ext.logp = torch.where(ext.tokens >= 0, -math.inf, ext.logp)
+        return ext
+
+
+def test_all_weights_zero_is_handled(setup):
+    model, _, _ = setup
+    params = SMCParams(alpha=ALPHA, particles=8, max_new_tokens=T, keep_particles=True)
+    res = smc_sample(_NoMassEngine(model, eos_token_ids=[1]), [PROMPT, PROMPT], [0, 1], params, num_samples=3)
+    assert len(res) == 6
+    for r in res:
+        assert r.stats["all_weights_zero"] and r.stats["resamples"] == 0  # nothing to resample from
+        assert r.stats["log_z"] == -math.inf and r.stats["ess_min"] == 0  # reported as zero, never NaN
+        assert r.stats["particle_weights"] == [1 / 8] * 8  # a uniform pick, not NaN
+        assert r.token_ids in r.stats["particle_ids"]
+
+
+@pytest.mark.parametrize("name", sorted(RESAMPLERS))
+def test_resamplers_are_unbiased_and_skip_zero_weights(name):
+    g = torch.Generator().manual_seed(0)
+    w = torch.tensor([[0.5, 0.0, 0.3, 0.2], [0.0, 0.0, 1.0, 0.0]], dtype=torch.float64)
+    counts = torch.zeros_like(w)
+    trials = 4000
+    for _ in range(trials):
+        idx = RESAMPLERS[name](w, torch.rand(2, generator=g, dtype=torch.float64))
+        counts += torch.nn.functional.one_hot(idx, 4).sum(1)
+    assert counts[:, 1].sum() == 0 and (counts[1] == torch.tensor([0, 0, 4 * trials, 0])).all()
+    assert torch.allclose(counts[0] / (4 * trials), w[0], atol=0.02)
+
+
+def test_samples_are_independent_of_batching(setup):
+    """A system's draws depend only on its prompt's seed and its sample index, not on the batch."""
+    _, _, engine = setup
+    params = SMCParams(alpha=ALPHA, particles=4, max_new_tokens=T)
+    together = smc_sample(engine, [PROMPT, [0, 3]], [7, 8], params, num_samples=3)
+    alone = smc_sample(engine, [[0, 3]], [8], params, num_samples=3)
+    assert [r.token_ids for r in together[3:]] == [r.token_ids for r in alone]
+    assert len({tuple(r.token_ids) for r in together}) > 1
+
+
+def test_registered_and_reachable_through_sample(setup):
+    model, _, _ = setup
+    res = powersample.sample(model, [PROMPT], method="smc", alpha=ALPHA, max_new_tokens=T, particles=4,
+                             num_samples=2, seed=0, eos_token_id=1)
+    assert [(r.prompt_index, r.sample_index, r.method) for r in res] == [(0, 0, "smc"), (0, 1, "smc")]
+
+
+@pytest.mark.parametrize("field, value", [("particles", 0), ("particles", -2), ("ess_threshold", 0.0),
+                                          ("ess_threshold", 1.5), ("bridge_tokens", -1), ("alpha", 0.0),
+                                          ("resampling", "bogus"), ("temperature", 0.0)])
+def test_bad_settings_name_the_field(field, value):
+    with pytest.raises(PowerSampleError, match=field) as e:
+        SMCParams(**{field: value})
+    assert e.value.parameter == field
