@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .errors import PowerSampleError
 
 
-def read_rows(path: str | Path, repair: bool = False) -> list[dict]:
-    """All rows of a JSONL file (none if it does not exist).
+def iter_rows(path: str | Path, torn_tail_ok: bool = False) -> Iterator[tuple[int, dict]]:
+    """(line number, row) for each non-empty line of a JSONL file; a bad line raises naming file and line.
 
-    A malformed line raises an error naming the file and line, except a torn last line (text after
-    the final newline: a write cut short by a kill), which is dropped, and cut from the file if `repair`.
+    With `torn_tail_ok`, text after the final newline (a write cut short by a kill) is skipped.
     """
     path = Path(path)
-    if not path.exists():
-        return []
     data = path.read_bytes()
-    complete, _, torn = data.rpartition(b"\n") if b"\n" in data else (b"", b"", data)
-    rows = []
-    for n, line in enumerate(complete.split(b"\n"), start=1):
+    if torn_tail_ok:
+        data = data[: data.rfind(b"\n") + 1]
+    for n, line in enumerate(data.split(b"\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -31,10 +28,22 @@ def read_rows(path: str | Path, repair: bool = False) -> list[dict]:
             raise PowerSampleError(f"{path}, line {n}: not valid JSON ({e})", "path", str(path)) from e
         if not isinstance(row, dict):
             raise PowerSampleError(f"{path}, line {n}: expected a JSON object", "path", str(path))
-        rows.append(row)
-    if torn.strip() and repair:
-        with open(path, "r+b") as f:
-            f.truncate(len(data) - len(torn))
+        yield n, row
+
+
+def read_rows(path: str | Path, repair: bool = False) -> list[dict]:
+    """All rows of a JSONL file we wrote (none if it does not exist). A torn last line is dropped,
+    and with `repair` cut from the file so that appends continue cleanly."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = [row for _, row in iter_rows(path, torn_tail_ok=True)]
+    if repair:
+        data = path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            with open(path, "r+b") as f:
+                f.truncate(end)
     return rows
 
 

@@ -80,10 +80,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def read_prompts(path: Path) -> list[dict]:
     """Prompts from JSONL: each {"prompt": str} or {"prompt_ids": [int]}, optional "id"; errors name the line."""
+    from ..jsonl import iter_rows
+
     if not path.exists():
         raise PowerSampleError(f"input file {path} does not exist", "--input", str(path))
     out = []
-    for i, (line, row) in enumerate(_rows_with_lines(path)):
+    for i, (line, row) in enumerate(iter_rows(path)):
         if "prompt" in row and isinstance(row["prompt"], str):
             prompt = row["prompt"]
         elif "prompt_ids" in row and isinstance(row["prompt_ids"], list) and all(
@@ -101,21 +103,6 @@ def read_prompts(path: Path) -> list[dict]:
     if len(set(ids)) != len(ids):
         raise PowerSampleError(f"{path}: prompt ids repeat; give each line a unique \"id\"", "--input", str(path))
     return out
-
-
-def _rows_with_lines(path: Path):
-    import json
-
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as e:
-            raise PowerSampleError(f"{path}, line {n}: not valid JSON ({e.args[0]})", "--input", str(path)) from e
-        if not isinstance(row, dict):
-            raise PowerSampleError(f"{path}, line {n}: expected a JSON object", "--input", str(path))
-        yield n, row
 
 
 def run(args) -> int:
