@@ -7,7 +7,7 @@ noise is the 99.9% quantile of TV for 20,000 iid draws from law_N, found by simu
 
 Two models. "paper": the paper's proposal (temperature 1/alpha). It crushes any token that is not
 near the top, so a model where pi_alpha puts mass on EOS-ended completions mixes far too slowly
-(exactly computed: TV 0.3 after 400 steps). There EOS is made rare, so lengths hardly vary and only
+(computed exactly in the last test below). There EOS is made rare, so lengths hardly vary and only
 the missing proposal correction shows. "lengths": a temperature-1 proposal (pi_alpha is still the
 target; the proposal correction accounts for it) on a model where a quarter of pi's mass ends early
 with EOS, so the two length mistakes show as well.
@@ -98,3 +98,15 @@ def test_many_blocks_without_early_stop_reach_pi_alpha():
     tol = 0.01 + noise_tolerance(enum.pi, chains)
     assert tv(emp, enum.pi) < tol, f"TV {tv(emp, enum.pi):.4f} >= {tol:.4f}"
     assert all(len(r.checkpoints) == 3 for r in res[:100])  # no chain stopped early
+
+
+def test_paper_proposal_mixes_slowly_when_pi_favours_early_eos():
+    """The finding behind the two configs above, computed exactly: on a model where pi_4 puts ~40% of
+    its mass on EOS-ended completions, the 1/alpha proposal almost never proposes EOS, and the exact
+    law of MH is still far from pi after 400 steps, while a temperature-1 proposal has mixed."""
+    model = tiny_llama(hidden=16, layers=1, heads=2, kv_heads=1, eos=1, vocab=4, seed=0, scale=1.0, eos_bias=-1.5)
+    enum = Enumeration(model, PROMPT, eos=1, vocab=4, T=T, alpha=ALPHA)
+    eos_mass = sum(p for x, p in zip(enum.outcomes, enum.pi, strict=True) if x[-1] == 1)
+    assert 0.2 < eos_mass < 0.6
+    assert tv(enum.law_after(400, 1 / ALPHA), enum.pi) > 0.2
+    assert tv(enum.law_after(400, 1.0), enum.pi) < 0.01

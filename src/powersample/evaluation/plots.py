@@ -38,15 +38,7 @@ def plot_passk(summaries: Sequence[Summary], path: str | Path) -> Path | None:
     k_max = max(max(s.pass_at_k) for s in shown)
     ax.set_xticks([k for k in (2 ** i for i in range(k_max.bit_length())) if k <= k_max] + [k_max])
     ax.get_xaxis().set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.set_xlabel("k (samples per problem)")
-    ax.set_ylabel("pass@k")
-    ax.set_title(f"pass@k — {', '.join(sorted({s.task for s in shown}))}")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _finish(plt, fig, ax, shown, path, "k (samples per problem)", "pass@k", "pass@k")
 
 
 def plot_accuracy_tokens(summaries: Sequence[Summary], path: str | Path) -> Path | None:
@@ -70,9 +62,15 @@ def plot_accuracy_tokens(summaries: Sequence[Summary], path: str | Path) -> Path
     xs = [s.tokens_per_sample for s in shown] + [x for s in shown for x, _ in s.checkpoint_curve]
     if min(xs) > 0 and max(xs) / min(xs) > 20:  # power sampling can cost 10-100x the tokens of a baseline
         ax.set_xscale("log")
-    ax.set_xlabel("tokens generated per sample (rejected proposals included)")
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"accuracy vs compute — {', '.join(sorted({s.task for s in shown}))}")
+    return _finish(plt, fig, ax, shown, path, "tokens generated per sample (rejected proposals included)",
+                   "accuracy", "accuracy vs compute")
+
+
+def _finish(plt, fig, ax, shown, path, xlabel: str, ylabel: str, title: str) -> Path:
+    """Label, title (with the tasks shown), grid and legend; save to `path` and close the figure."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{title} — {', '.join(sorted({s.task for s in shown}))}")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
