@@ -1,5 +1,5 @@
 """Tasks: registry, data loading (and its error messages), answer extraction and every grader, on
-real items of the shipped MATH500 and HumanEval data; the code sandbox against hostile programs."""
+real items of the shipped MATH500 and HumanEval data (the code sandbox: test_sandbox.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from powersample.errors import PowerSampleError
-from powersample.tasks import TASKS, Registry, get_task, sandbox
+from powersample.tasks import TASKS, Registry, get_task
 from powersample.tasks.answers import choice_letter, final_line, last_boxed
 from powersample.tasks.base import Problem
 from powersample.tasks.files import read_records
@@ -227,81 +227,6 @@ class TestHumanEval:
         p = problems[0]
         g = task.grade(p, p.meta["canonical_solution"] + "\nprint(undefined_name)\n")
         assert g.correct is True
-
-
-HOSTILE = {
-    "infinite loop": "while True:\n    pass\n",
-    "sleep": "import time\ntime.sleep(60)\n",
-    "fork bomb": "import os\nwhile True:\n    os.fork()\n",
-    "huge allocation": "x = bytearray(10 ** 12)\n",
-    "exit before tests": "import sys\nsys.exit(0)\n",
-    "network": "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=2)\n",
-    "subprocess": "import subprocess\nsubprocess.run(['true'])\n",
-}
-
-
-class TestSandbox:
-    @pytest.mark.parametrize("isolation", ["default", "none"])
-    @pytest.mark.parametrize("name", sorted(HOSTILE))
-    def test_hostile_programs_fail_within_the_limit(self, name, isolation, monkeypatch):
-        if isolation == "none":  # the fallback when unshare is unavailable: process group + rlimits only
-            monkeypatch.setattr(sandbox, "_unshare_prefix", lambda: ([], "none"))
-        limits = sandbox.Limits(timeout=3.0, memory_mb=512)
-        start = time.monotonic()
-        run = sandbox.run_python(HOSTILE[name] + "print('survived')\n", limits)
-        assert not run.passed and "survived" not in run.stdout
-        assert time.monotonic() - start < limits.timeout + 5
-
-    def test_write_outside_the_sandbox_dir_is_refused(self, tmp_path):
-        target = tmp_path / "escaped.txt"
-        run = sandbox.run_python(f"open({str(target)!r}, 'w').write('x')\n")
-        assert not run.passed and "PermissionError" in run.reason()
-        assert not target.exists()
-        local = sandbox.run_python("open('scratch.txt', 'w').write('ok')\n"
-                                   "print(open('scratch.txt').read())\n")
-        assert local.passed and local.stdout.strip() == "ok"
-
-    @pytest.mark.parametrize("isolation", ["default", "none"])
-    def test_timeout_kills_the_whole_process_group(self, isolation, monkeypatch):
-        if isolation == "none":
-            monkeypatch.setattr(sandbox, "_unshare_prefix", lambda: ([], "none"))
-        # os.fork/exec are disabled in Python, so a determined program goes through libc with ctypes:
-        # its child becomes `sleep <marker>`, which must be gone once run_python returns
-        marker = f"{37 + os.getpid() % 1000}.{time.monotonic_ns() % 10**6}"
-        program = ("import ctypes, time\nlibc = ctypes.CDLL(None)\n"
-                   "if libc.fork() == 0:\n"
-                   "    argv = (ctypes.c_char_p * 3)(b'sleep', b'" + marker + "', None)\n"
-                   "    libc.execv(b'/bin/sleep', argv)\n"
-                   "time.sleep(30)\n")
-        run = sandbox.run_python(program, sandbox.Limits(timeout=2.0))
-        assert run.status == "timeout"
-        deadline = time.monotonic() + 3
-        while f"sleep {marker}" in os.popen("ps -eo args").read() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert f"sleep {marker}" not in os.popen("ps -eo args").read()
-
-    def test_network_namespace_blocks_even_raw_sockets(self):
-        import socket
-
-        if "net" not in sandbox._unshare_prefix()[1]:
-            pytest.skip("unshare cannot create a network namespace here: only the Python-level socket "
-                        "block holds")
-        server = socket.socket()
-        server.bind(("127.0.0.1", 0))
-        server.listen(1)
-        port = server.getsockname()[1]
-        try:  # _socket is the C module under `socket`: the Python-level patch does not cover it
-            run = sandbox.run_python(f"import _socket\ns = _socket.socket()\ns.settimeout(2)\n"
-                                     f"s.connect(('127.0.0.1', {port}))\n")
-        finally:
-            server.close()
-        assert not run.passed and ("OSError" in run.reason() or "refused" in run.reason().lower())
-
-    def test_limits_are_validated(self):
-        with pytest.raises(PowerSampleError, match="timeout must be > 0"):
-            sandbox.Limits(timeout=0)
-        with pytest.raises(PowerSampleError, match="memory_mb must be >= 64"):
-            get_task("humaneval", memory_mb=1)
 
 
 # -- GPQA ----------------------------------------------------------------------------------------------

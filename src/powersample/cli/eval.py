@@ -63,6 +63,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run directory (default runs/<task>-<model>-<method>-s<seed>); rerunning the same "
                         "command resumes it")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--unsafe", action="store_true", help="humaneval: run model-written code even where the "
+                   "sandbox cannot fully isolate it (see docs/eval.md)")
 
 
 def parse_pairs(pairs: list[str], flag: str) -> dict:
@@ -92,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
     task_options = parse_pairs(args.task_option, "--task-option")
     if args.grader is not None:
         task_options["grader"] = args.grader
+    if args.unsafe:
+        task_options["unsafe"] = True
     config = EvalConfig(
         task=args.task, model=args.model, out=args.out or default_out(args), method=args.method,
         alpha=args.alpha, mcmc_steps=args.mcmc_steps, block_size=args.block_size,

@@ -65,14 +65,15 @@ def select_problems(problems: Sequence[Problem], limit: int | None, shard: tuple
 
 
 def run_record(config: EvalConfig, task: Task) -> dict[str, Any]:
-    """run.json's content: the full configuration (plus data hash and task version) and versions."""
+    """run.json's content: the full configuration (plus data hash and task version), versions, and what
+    grading achieves here (raises when the task must not grade here, before anything is written)."""
     from ..tasks.files import sha256_file
 
     cfg = config.to_dict()
     cfg["data_sha256"] = sha256_file(config.data) if config.data else None
     cfg["task_version"] = task.version
     cfg["task_options"] = task.options()  # with the task's defaults filled in
-    return {"config": cfg, "versions": versions()}
+    return {"config": cfg, "versions": versions(), "grading": task.environment()}
 
 
 def core_fields(config_dict: dict[str, Any]) -> list[str]:

@@ -69,6 +69,11 @@ class Task:
         """Write task-specific output files (e.g. AlpacaEval's model outputs) from a run's rows."""
         return []
 
+    def environment(self) -> dict[str, Any]:
+        """What grading achieves on this machine, recorded in run.json (e.g. the code sandbox's
+        isolation); raises PowerSampleError where this task must not grade here. Called before a run."""
+        return {}
+
     def options(self) -> dict[str, Any]:
         """This task's settings, as recorded in run.json."""
         return asdict(self) if hasattr(self, "__dataclass_fields__") else {}

@@ -5,7 +5,8 @@ Completion: cut at the first of the usual HumanEval stop sequences ("\\ndef ", "
 "\\nif __name__", "\\nprint(", "\\n#"), i.e. at the first top-level statement after the function body,
 as in the Codex paper; anything after is not executed.
 Grading: prompt + completion + the problem's tests + `check(entry_point)` run in a separate,
-resource-limited process (see sandbox.py); correct iff it exits cleanly within the time limit.
+resource-limited process (see sandbox.py); correct iff it exits cleanly within the time limit. Where
+the sandbox cannot fully isolate that code, grading is refused unless `unsafe=True` (`--unsafe`).
 
 Data: shipped (powersample/tasks/data/HumanEval.jsonl.gz, MIT), or `--data` a .jsonl with the
 original fields task_id, prompt, test, entry_point.
@@ -14,10 +15,11 @@ original fields task_id, prompt, test, entry_point.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from . import files
 from .base import Grade, Problem, Task
-from .sandbox import Limits, run_python
+from .sandbox import Limits, require_isolation, run_python
 
 STOP_SEQUENCES = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
 
@@ -38,6 +40,7 @@ def program(problem: Problem, completion: str) -> str:
 class HumanEval(Task):
     timeout: float = 10.0  # wall seconds per program (the tests of one problem)
     memory_mb: int = 2048
+    unsafe: bool = False  # run the code even where the sandbox cannot isolate it (see sandbox.py)
 
     name = "humaneval"
     version = "1"
@@ -57,10 +60,14 @@ class HumanEval(Task):
             out.append(Problem(id=r.field(("task_id", "id")), prompt=r.field("prompt"), meta=meta))
         return out
 
+    def environment(self) -> dict[str, Any]:
+        return {"isolation": require_isolation(self.unsafe)}
+
     def extract(self, text: str) -> str | None:
         return truncate(text)
 
     def grade(self, problem: Problem, completion: str, finished: bool | None = None) -> Grade:
         code = truncate(completion)
-        run = run_python(program(problem, code), Limits(timeout=self.timeout, memory_mb=self.memory_mb))
+        run = run_python(program(problem, code), Limits(timeout=self.timeout, memory_mb=self.memory_mb),
+                         unsafe=self.unsafe)
         return Grade(run.passed, code, run.reason())

@@ -1,27 +1,30 @@
 """Run untrusted Python (model-written code plus its tests) in a separate, limited process.
 
-What it does, layer by layer:
-1. A fresh interpreter (`python -I -S`: no user site, no PYTHON* variables, no site-packages), started
-   in its own session (process group), with a minimal environment, in a new temporary directory as cwd,
-   reading/writing stdout and stderr through files capped in size.
-2. Kernel limits set before any untrusted line runs (soft = hard, so they cannot be raised again):
-   RLIMIT_AS (memory), RLIMIT_CPU, RLIMIT_FSIZE (file size), RLIMIT_NPROC = 0 (no new processes or
-   threads), RLIMIT_CORE = 0. Linux skips RLIMIT_NPROC for root, so a root parent also drops the child
-   to the `nobody` user before untrusted code runs.
-3. Namespaces where `unshare` allows them (a user namespace when not root): a new network namespace
-   (no interfaces: no network at all) and a new PID namespace (when its first process dies, the kernel
-   kills every process left in it).
-4. Defence in depth inside the interpreter: os.fork/exec/spawn/kill/system, subprocess and socket are
-   disabled, files can only be opened for writing inside the temporary directory, and destructive
-   os/shutil functions (remove, rename, rmtree, chmod...) are gone. These are Python-level patches that
-   code using ctypes can bypass; the kernel layers above are what hold.
-5. Wall-clock timeout: the whole process group is SIGKILLed (and with it the PID namespace). Should
-   the supervising process itself die first, an alarm set before the program starts ends it anyway.
+The layers, from the outside in:
+1. Namespaces (`unshare`, as root): new mount, network and PID namespaces. No network interface at
+   all; a fresh /proc that shows only the sandbox's own processes; a private tmpfs as /tmp (the
+   program's working directory; it vanishes with the namespace, so nothing is left on disk), and
+   /var/tmp, /dev/shm and /run/lock covered by read-only tmpfs. The Python installation is
+   bind-mounted at /tmp/python and run from there, so `nobody` can import the standard library even
+   when the interpreter lives where only root can read (e.g. under /root/.pyenv).
+2. An unprivileged user: the program switches to `nobody` before its first untrusted line, and stops
+   if it cannot (it never runs as root by accident). `nobody` cannot write or read root's files, read
+   other processes' environments, enter other namespaces, or start processes (RLIMIT_NPROC = 0 binds
+   every user but root).
+3. Kernel limits, soft = hard: RLIMIT_AS (memory), RLIMIT_CPU, RLIMIT_FSIZE (file size, stdout and
+   stderr included), RLIMIT_NPROC = 0, RLIMIT_CORE = 0.
+4. Nothing outlives the grader: on timeout the whole process group is SIGKILLed; the kernel kills
+   every process of a PID namespace when its first process (a shell that waits for the program) dies;
+   and should the grader itself be killed, the parent-death signal (setpriv --pdeathsig, then
+   unshare --kill-child) takes the chain down with it. An alarm is the last resort.
+5. Python-level guards (fork/exec/kill/subprocess/socket disabled, writes only in the working
+   directory): code using ctypes or _io/posix bypasses these; the layers above are what hold.
 
-This keeps buggy or runaway code (infinite loops, fork bombs, huge allocations, stray writes, network
-calls) from harming the evaluation. It is NOT a security boundary against deliberately malicious code:
-the filesystem stays readable, and without namespaces a process that calls setsid() can outlive the
-timeout. For that, run evaluations inside a container or VM without network.
+`isolation()` probes once which layers this machine allows. "Isolated" means all of them (an
+unprivileged uid and the namespaces): only root where unshare and mount work achieves it. Anything less
+(a non-root user: the program would run with that user's files; a container without CAP_SYS_ADMIN: no
+network namespace) is refused unless the caller passes unsafe=True; the layers achieved are then
+reported in every Execution (and in run.json).
 
 A program passes only if it exits with status 0 AND prints the per-run sentinel after its last line,
 so a completion that calls exit(0) before the tests ran does not pass.
@@ -33,7 +36,6 @@ import os
 import secrets
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -41,12 +43,36 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 
-from ..errors import check
+from ..errors import PowerSampleError, check
 
 _NOBODY = 65534
+_SCRATCH = "64m"  # size of the program's private /tmp (memory-backed)
 
+# Run as the first process (PID 1) of the new namespaces, as root there. $1: the Python prefix to
+# bind-mount; $2: 1 to hand the working directory to nobody; the rest: the command. The shell waits
+# for the program rather than exec'ing it: PID 1 ignores signals it has no handler for (the alarm).
+_NAMESPACE_SCRIPT = f"""set -e
+mount -t tmpfs -o size={_SCRATCH},mode=755,nosuid,nodev sandbox /tmp
+mkdir /tmp/python /tmp/work
+mount --bind "$1" /tmp/python
+for d in /var/tmp /dev/shm /run/lock; do
+  if [ -d "$d" ]; then mount -t tmpfs -o size=4k,mode=755,nosuid,nodev,noexec sandbox "$d"; fi
+done
+if [ "$2" = 1 ]; then chown {_NOBODY}:{_NOBODY} /tmp/work; fi
+cd /tmp/work
+shift 2
+set +e
+"$@"
+exit $?
+"""
+
+# The program arrives on stdin (first line: the sentinel), so nothing of it lies on disk or in argv.
 _PREAMBLE = r'''
-import os, resource, sys
+import os, resource, signal, sys
+_sentinel, _, _source = sys.stdin.buffer.read().decode("utf-8").partition("\n")
+_null = os.open(os.devnull, os.O_RDONLY)
+os.dup2(_null, 0)
+os.close(_null)
 def _limit(which, value):
     try:
         resource.setrlimit(which, (value, value))
@@ -56,18 +82,17 @@ _limit(resource.RLIMIT_AS, {memory})
 _limit(resource.RLIMIT_CPU, {cpu})
 _limit(resource.RLIMIT_FSIZE, {fsize})
 _limit(resource.RLIMIT_CORE, 0)
-import signal
-signal.alarm({alarm})  # ends a program whose supervisor died (e.g. the eval was killed) and cannot kill it
-with open("program.py", encoding="utf-8") as _f:
-    _source = _f.read()
+signal.alarm({alarm})  # the last resort should every supervisor be gone
 _dir = os.getcwd()
-if {drop}:  # root ignores RLIMIT_NPROC: become nobody first
-    try:
-        os.setgroups([])
-        os.setgid({nobody})
-        os.setuid({nobody})
-    except OSError:
-        pass
+_parent = os.getppid()
+if {drop}:  # no try: a failed drop must end the program, never leave it running as root
+    os.setgroups([])
+    os.setgid({nobody})
+    os.setuid({nobody})
+    import ctypes
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG again: changing uid cleared it
+    if os.getppid() != _parent:
+        os._exit(1)
 _limit(resource.RLIMIT_NPROC, 0)
 
 import builtins, io, shutil, socket, subprocess
@@ -101,11 +126,11 @@ def _guarded_os_open(path, flags, *args, **kwargs):
             raise PermissionError(f"writing outside the sandbox directory is disabled: {{real}}")
     return _os_open(path, flags, *args, **kwargs)
 os.open = _guarded_os_open
-del _name, _f
+del _name
 
 exec(compile(_source, "program.py", "exec"), {{"__name__": "__main__", "__builtins__": builtins}})
 sys.stdout.flush()
-sys.stdout.write("\n{sentinel}\n")
+sys.stdout.write("\n" + _sentinel + "\n")
 sys.stdout.flush()
 '''
 
@@ -138,7 +163,7 @@ class Execution:
     stdout: str  # the last few KB
     stderr: str
     seconds: float
-    isolation: str  # the kernel layers used, e.g. "net+pid+nobody" or "none"
+    isolation: str  # the layers used, e.g. "nobody+net+pid+mnt" (see isolation())
 
     @property
     def passed(self) -> bool:
@@ -163,30 +188,70 @@ class Execution:
         return f"exit status {self.returncode}"
 
 
-def run_python(program: str, limits: Limits = Limits()) -> Execution:
-    """Execute `program` (Python source) in a fresh limited process; see the module docstring."""
+@dataclass(frozen=True)
+class _Setup:
+    """How programs are started on this machine."""
+
+    namespaces: bool  # under unshare, with the mount script above
+    drop: bool  # switch to nobody
+
+    @property
+    def isolation(self) -> str:
+        user = "nobody" if self.drop else ("root" if os.geteuid() == 0 else "user")
+        return user + ("+net+pid+mnt" if self.namespaces else "")
+
+
+def isolation() -> str:
+    """The layers this machine allows: "nobody+net+pid+mnt" (isolated), or less, e.g. "nobody" (no
+    namespaces: the network is reachable), "user+net+pid+mnt" (not root: the program has the user's
+    files), "root" (nothing)."""
+    return _setup().isolation
+
+
+def is_isolated(level: str) -> bool:
+    return level == "nobody+net+pid+mnt"
+
+
+def require_isolation(unsafe: bool = False) -> str:
+    """The isolation level; raises PowerSampleError when it is not full, unless `unsafe`."""
+    level = isolation()
+    if not (is_isolated(level) or unsafe):
+        raise PowerSampleError(
+            f"refusing to run model-written code: this machine only allows sandbox isolation {level!r}, "
+            "not nobody+net+pid+mnt (that needs root with working `unshare` and `mount`, e.g. as root in a "
+            "VM); pass --unsafe (unsafe=True) to run it anyway, ideally in a container without network",
+            "unsafe", unsafe)
+    return level
+
+
+def run_python(program: str, limits: Limits = Limits(), unsafe: bool = False) -> Execution:
+    """Execute `program` (Python source) in a fresh limited process; see the module docstring.
+    Refuses (PowerSampleError) where isolation is not full, unless `unsafe`."""
+    require_isolation(unsafe)
+    return _execute(program, limits, _setup())
+
+
+def _execute(program: str, limits: Limits, setup: _Setup) -> Execution:
     sentinel = "powersample-done-" + secrets.token_hex(8)
     cpu = limits.cpu_seconds or int(limits.timeout) + 1
-    drop = _can_drop_privileges()
     preamble = _PREAMBLE.format(memory=limits.memory_mb << 20, cpu=cpu, fsize=limits.output_kb << 10,
-                                nobody=_NOBODY, sentinel=sentinel, drop=drop,
-                                alarm=int(limits.timeout) + 5)
-    workdir = tempfile.mkdtemp(prefix="powersample-sandbox-")
+                                nobody=_NOBODY, drop=setup.drop, alarm=int(limits.timeout) + 5)
+    # without namespaces the working directory lives on the host (and is left behind if the grader is
+    # SIGKILLed); with them it is the namespace's private tmpfs
+    workdir = None if setup.namespaces else tempfile.mkdtemp(prefix="powersample-sandbox-")
     try:
-        with open(os.path.join(workdir, "program.py"), "w", encoding="utf-8") as f:
-            f.write(program)
-        with open(os.path.join(workdir, "main.py"), "w", encoding="utf-8") as f:
-            f.write(preamble)
-        if drop:  # the child becomes nobody: let it use its directory
+        if workdir is not None and setup.drop:
             os.chown(workdir, _NOBODY, _NOBODY)
-        prefix, isolation = _unshare_prefix()
-        isolation += "+nobody" if drop else ""
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": workdir, "TMPDIR": workdir,
+        home = workdir or "/tmp/work"
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": home, "TMPDIR": home,
                "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        with tempfile.TemporaryFile() as src, tempfile.TemporaryFile() as out, \
+                tempfile.TemporaryFile() as err:
+            src.write(f"{sentinel}\n{program}".encode())
+            src.seek(0)
             start = time.monotonic()
-            proc = subprocess.Popen([*prefix, _python(), "-I", "-S", "main.py"], cwd=workdir, env=env,
-                                    stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
+            proc = subprocess.Popen(_command(setup, ["-I", "-S", "-c", preamble]), cwd=workdir, env=env,
+                                    stdin=src, stdout=out, stderr=err, start_new_session=True)
             timed_out = False
             try:
                 proc.wait(timeout=limits.timeout)
@@ -197,20 +262,48 @@ def run_python(program: str, limits: Limits = Limits()) -> Execution:
             seconds = time.monotonic() - start
             stdout, stderr = _tail(out), _tail(err)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    returncode = proc.returncode
+    if setup.namespaces and returncode > 128:  # the waiting shell reports "killed by signal n" as 128 + n
+        returncode = -(returncode - 128)
     if timed_out:
         status = "timeout"
-    elif proc.returncode == 0 and stdout.rstrip().endswith(sentinel):
+    elif returncode == 0 and stdout.rstrip().endswith(sentinel):
         status = "passed"
     else:
         status = "failed"
-    return Execution(status, None if timed_out else proc.returncode, stdout.replace(sentinel, "").rstrip(),
-                     stderr, seconds, isolation)
+    return Execution(status, None if timed_out else returncode, stdout.replace(sentinel, "").rstrip(),
+                     stderr, seconds, setup.isolation)
+
+
+def _command(setup: _Setup, python_args: list[str]) -> list[str]:
+    """The command line: [setpriv --pdeathsig KILL] [unshare ... sh -c SCRIPT] python ARGS."""
+    python, prefix = _interpreter()
+    cmd = []
+    setpriv = shutil.which("setpriv")
+    if setpriv:  # the supervisor's death kills the chain (unshare passes it on with --kill-child)
+        cmd += [setpriv, "--pdeathsig", "KILL"]
+    if setup.namespaces:
+        user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+        cmd += [shutil.which("unshare") or "unshare", *user, "--mount", "--net", "--pid", "--fork",
+                "--kill-child", "--mount-proc", "sh", "-c", _NAMESPACE_SCRIPT, "sandbox", prefix,
+                "1" if setup.drop else "0"]
+        if python.startswith(prefix.rstrip(os.sep) + os.sep):  # run it from the bind mount
+            python = os.path.join("/tmp/python", os.path.relpath(python, prefix))
+    return [*cmd, python, *python_args]
+
+
+def _interpreter() -> tuple[str, str]:
+    """The Python executable to run and its installation prefix."""
+    # the base interpreter: a venv's python works too, but -I -S means its site-packages are unused anyway
+    return getattr(sys, "_base_executable", None) or sys.executable, sys.base_prefix
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
     # The child leads its own session, so its pid is the group id; killing the group also takes any
-    # children it managed to start (and, with a PID namespace, unshare's death takes the namespace).
+    # children it managed to start (and, with a PID namespace, the death of its first process takes
+    # the whole namespace).
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -225,40 +318,22 @@ def _tail(f, limit: int = 4096) -> str:
     return f.read().decode("utf-8", errors="replace")
 
 
-def _python() -> str:
-    # the base interpreter: a venv's python works too, but -I -S means its site-packages are unused anyway
-    return getattr(sys, "_base_executable", None) or sys.executable
+_PROBE = "import collections, decimal, json, os\nprint(os.getuid())\n"
 
 
 @lru_cache(maxsize=1)
-def _unshare_prefix() -> tuple[list[str], str]:
-    """The `unshare` command line that gives a new network and PID namespace, if this machine allows it."""
-    tool = shutil.which("unshare")
-    if tool is None:
-        return [], "none"
-    user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
-    cmd = [tool, *user, "--net", "--pid", "--fork", "--kill-child"]
-    try:
-        ok = subprocess.run([*cmd, "true"], capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        ok = False
-    return (cmd, "net+pid") if ok else ([], "none")
-
-
-@lru_cache(maxsize=1)
-def _can_drop_privileges() -> bool:
-    """Root, and `nobody` could still import the standard library (every directory on the way to it is
-    world-searchable and its files world-readable)."""
-    if os.geteuid() != 0:
-        return False
-    stdlib = os.path.dirname(os.__file__)
-    path = stdlib
-    while True:
-        mode = os.stat(path).st_mode
-        if not mode & stat.S_IXOTH or (path == stdlib and not mode & stat.S_IROTH):
-            return False
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    return bool(os.stat(os.path.join(stdlib, "os.py")).st_mode & stat.S_IROTH)
+def _setup() -> _Setup:
+    """The strongest setup that works here, found by running a probe program through each in turn."""
+    root = os.geteuid() == 0
+    candidates = [_Setup(True, True), _Setup(False, True)] if root else []
+    candidates += [_Setup(True, False), _Setup(False, False)]
+    if shutil.which("unshare") is None:
+        candidates = [c for c in candidates if not c.namespaces]
+    for setup in candidates[:-1]:
+        try:
+            run = _execute(_PROBE, Limits(timeout=30), setup)
+        except OSError:
+            continue
+        if run.passed and run.stdout.strip() == str(_NOBODY if setup.drop else run.stdout.strip()):
+            return setup
+    return candidates[-1]
