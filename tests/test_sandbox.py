@@ -28,7 +28,7 @@ from powersample.tasks import get_task, sandbox
 from powersample.tasks.base import Problem
 
 ROOT = os.geteuid() == 0
-FULL = sandbox.is_isolated(sandbox.isolation())
+FULL = sandbox.isolation() == sandbox.ISOLATED
 needs_full = pytest.mark.skipif(not FULL, reason="full isolation needs root with unshare and mount "
                                 f"(here: {sandbox.isolation()})")
 SRC = str(Path(__file__).resolve().parents[1] / "src")

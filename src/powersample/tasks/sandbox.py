@@ -46,6 +46,7 @@ from functools import lru_cache
 from ..errors import PowerSampleError, check
 
 _NOBODY = 65534
+ISOLATED = "nobody+net+pid+mnt"  # the full isolation level (see isolation())
 _SCRATCH = "64m"  # size of the program's private /tmp (memory-backed)
 
 # Run as the first process (PID 1) of the new namespaces, as root there. $1: the Python prefix to
@@ -208,17 +209,13 @@ def isolation() -> str:
     return _setup().isolation
 
 
-def is_isolated(level: str) -> bool:
-    return level == "nobody+net+pid+mnt"
-
-
 def require_isolation(unsafe: bool = False) -> str:
     """The isolation level; raises PowerSampleError when it is not full, unless `unsafe`."""
     level = isolation()
-    if not (is_isolated(level) or unsafe):
+    if not (level == ISOLATED or unsafe):
         raise PowerSampleError(
             f"refusing to run model-written code: this machine only allows sandbox isolation {level!r}, "
-            "not nobody+net+pid+mnt (that needs root with working `unshare` and `mount`, e.g. as root in a "
+            f"not {ISOLATED} (that needs root with working `unshare` and `mount`, e.g. as root in a "
             "VM); pass --unsafe (unsafe=True) to run it anyway, ideally in a container without network",
             "unsafe", unsafe)
     return level
@@ -334,6 +331,6 @@ def _setup() -> _Setup:
             run = _execute(_PROBE, Limits(timeout=30), setup)
         except OSError:
             continue
-        if run.passed and run.stdout.strip() == str(_NOBODY if setup.drop else run.stdout.strip()):
+        if run.passed and (not setup.drop or run.stdout.strip() == str(_NOBODY)):
             return setup
     return candidates[-1]
