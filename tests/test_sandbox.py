@@ -102,7 +102,7 @@ HOSTILE = {
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 def test_hostile_programs_fail(name, setup, monkeypatch):
     use(setup, monkeypatch)
-    run = sandbox.run_python(HOSTILE[name] + "print('survived')\n", sandbox.Limits(timeout=3.0, memory_mb=512),
+    run = sandbox.run_python(HOSTILE[name] + "print('survived')\n", sandbox.Limits(timeout=1.5, memory_mb=512),
                              unsafe=setup != "default")
     assert not run.passed and "survived" not in run.stdout
 
