@@ -9,9 +9,9 @@ The layers, from the outside in:
    when the interpreter lives where only root can read (e.g. under /root/.pyenv).
 2. An unprivileged user: the program switches to `nobody` before its first untrusted line, and stops
    if it cannot (it never runs as root by accident). `nobody` reads only what any user may read
-   (world-readable files stay readable), writes only in its directory, and cannot read other
-   processes' environments, enter other namespaces, or start processes (RLIMIT_NPROC = 0 binds every
-   user but root).
+   (world-readable files stay readable), writes only in its directory (and any world-writable one
+   not covered above), and cannot read other processes' environments, enter other namespaces, or
+   start processes (RLIMIT_NPROC = 0 binds every user but root).
 3. Kernel limits, soft = hard: RLIMIT_AS (memory), RLIMIT_CPU, RLIMIT_FSIZE (file size, stdout and
    stderr included), RLIMIT_NPROC = 0, RLIMIT_CORE = 0.
 4. Nothing outlives the grader: on timeout the whole process group is SIGKILLed; the kernel kills
