@@ -108,16 +108,19 @@ def test_hostile_programs_fail(name, setup, monkeypatch):
 
 
 def test_correct_and_wrong_programs_and_local_files():
-    assert sandbox.run_python("assert sum([1, 2]) == 3\nprint('ok')\n").stdout == "ok"
-    wrong = sandbox.run_python("def f():\n    return 2\nassert f() == 3, 'f is wrong'\n")
+    def run(program):  # trusted programs: run them whatever the isolation here
+        return sandbox.run_python(program, unsafe=True)
+
+    assert run("assert sum([1, 2]) == 3\nprint('ok')\n").stdout == "ok"
+    wrong = run("def f():\n    return 2\nassert f() == 3, 'f is wrong'\n")
     assert wrong.status == "failed" and wrong.reason() == "AssertionError: f is wrong"
-    local = sandbox.run_python("open('scratch.txt', 'w').write('ok')\nprint(open('scratch.txt').read())\n")
+    local = run("open('scratch.txt', 'w').write('ok')\nprint(open('scratch.txt').read())\n")
     assert local.passed and local.stdout.strip() == "ok"
 
 
 def test_write_outside_the_sandbox_dir_is_refused(tmp_path):
     target = tmp_path / "escaped.txt"
-    run = sandbox.run_python(f"open({str(target)!r}, 'w').write('x')\n")
+    run = sandbox.run_python(f"open({str(target)!r}, 'w').write('x')\n", unsafe=True)  # the Python guard
     assert not run.passed and "PermissionError" in run.reason()
     assert not target.exists()
 

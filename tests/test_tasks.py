@@ -28,7 +28,7 @@ def math500():
 
 @pytest.fixture(scope="module")
 def humaneval():
-    task = get_task("humaneval", timeout=5.0)
+    task = get_task("humaneval", timeout=5.0, unsafe=True)  # trusted code: grade it wherever tests run
     return task, task.load(None)
 
 
