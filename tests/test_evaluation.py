@@ -331,12 +331,10 @@ def test_watchdog_records_a_stuck_grader_and_keeps_the_others():
     import operator
 
     with GradePool(1, tick=0.1) as pool:
-        start = time.monotonic()
         stuck = pool.submit(time.sleep, (60,), budget=1.0, fallback=lambda why: ("fallback", why))
         quick = pool.submit(operator.add, (2, 3), budget=30.0, fallback=lambda why: ("fallback", why))
         assert stuck.result(timeout=30) == ("fallback", "grading timed out after 1s")
         assert quick.result(timeout=30) == 5  # resubmitted to the rebuilt pool
-        assert time.monotonic() - start < 30
         assert pool.submit(operator.mul, (4, 5), budget=30.0, fallback=str).result(timeout=30) == 20
 
 
