@@ -121,7 +121,7 @@ class TestRunner:
         assert summary.rows_new == summary.rows_total == 30
         assert summary.correct == sum(r["correct"] for r in rows) and summary.graded == 30
         run_json = json.loads((Path(cfg.out) / "run.json").read_text())
-        assert run_json["config"]["data_sha256"] and run_json["config"]["task_version"] == "1"
+        assert run_json["config"]["data_sha256"] and run_json["config"]["task_version"] == get_task("jsonl").version
         assert run_json["config"]["task_options"] == {"grader": "exact", "timeout": 5}
         assert {"powersample", "torch", "transformers", "python"} <= set(run_json["versions"])
 
