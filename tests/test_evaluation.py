@@ -465,6 +465,39 @@ class TestEvalCli:
         assert "--option takes KEY=VALUE" in capsys.readouterr().err
 
 
+    # Tests run as root, which writes where permission bits forbid: a path under a regular file, and
+    # sysfs (where root cannot create files), are unwritable for root too.
+    @pytest.mark.parametrize("case", ["out under a file", "out is a file", "read-only out", "batch size 0",
+                                      "no CUDA", "empty task file", "empty shard"])
+    def test_bad_settings_fail_in_one_line(self, case, problems_file, tmp_path, capsys, monkeypatch):
+        import torch
+
+        import powersample
+
+        data, _ = problems_file
+        (tmp_path / "a-file").write_text("x")
+        (tmp_path / "empty.jsonl").write_text("")
+        extra, expected = {
+            "out under a file": (["--out", str(tmp_path / "a-file" / "run")], "cannot write the run directory"),
+            "out is a file": (["--out", str(tmp_path / "a-file")], "is a file, not a run directory"),
+            "read-only out": (["--out", "/sys/powersample-test-run"], "cannot write the run directory"),
+            "batch size 0": (["--batch-size", "0"], "batch_size must be an integer >= 1"),
+            "no CUDA": (["--device", "cuda"], "sees no CUDA GPU"),
+            "empty task file": (["--data", str(tmp_path / "empty.jsonl")], "holds no problems"),
+            "empty shard": (["--limit", "2", "--shard", "3/4"], "shard 3/4 selects none of the 2 problems"),
+        }[case]
+        if case == "no CUDA" and torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+        if case == "read-only out" and not os.path.isdir("/sys/kernel"):
+            pytest.skip("no sysfs here")
+        monkeypatch.setattr(powersample, "load_engine", lambda *a, **k: pytest.fail("the model was loaded"))
+        args = ["eval", "--task", "jsonl", "--grader", "exact", "--model", "gym", "--data", str(data),
+                "--grade-workers", "0", "--no-progress", "--out", str(tmp_path / "run"), *extra]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and expected in err, err
+
+
 # -- the real sampler, killed mid-run ----------------------------------------------------------------------
 
 

@@ -104,7 +104,11 @@ def run_eval(config: EvalConfig, *, sample_fn: Callable[..., Any] | None = None,
     if task.name == "humaneval" and config.chat:
         log.warning("humaneval is a code-completion task for base models: --chat wraps the prompt in a chat "
                     "turn, and the reply (often markdown) is executed as the function body")
-    selected = select_problems(task.load(config.data), config.limit, config.shard_index)
+    problems = task.load(config.data)
+    check(len(problems) > 0, f"{config.data or config.task} holds no problems", "data", config.data)
+    selected = select_problems(problems, config.limit, config.shard_index)
+    check(len(selected) > 0, f"shard {config.shard} selects none of the {len(problems[:config.limit])} problems; "
+          "use fewer shards", "shard", config.shard)
     record = run_record(config, task)
     store = RunStore.open(config.out, record, core_fields(record["config"]))
     try:
