@@ -338,6 +338,47 @@ def test_watchdog_records_a_stuck_grader_and_keeps_the_others():
         assert pool.submit(operator.mul, (4, 5), budget=30.0, fallback=str).result(timeout=30) == 20
 
 
+_KILLED_PARENT = """
+import os, signal, sys, threading
+from powersample.evaluation.grading import GradePool
+threading.Timer(float(sys.argv[1]), lambda: os.kill(os.getpid(), signal.SIGKILL)).start()
+GradePool(1)
+threading.Event().wait()
+"""
+
+
+def _marked_processes(mark: str) -> list[int]:
+    """Pids of live processes whose environment holds `mark` (children inherit it; zombies show none)."""
+    found = []
+    for d in os.listdir("/proc"):
+        try:
+            if d.isdigit() and mark.encode() in open(f"/proc/{d}/environ", "rb").read():
+                found.append(int(d))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds processes through /proc")
+def test_no_grader_process_outlives_a_killed_parent():
+    # killed while the worker is starting (it takes seconds to import), and once it runs
+    mark = f"POWERSAMPLE_KILL_TEST_{os.getpid()}_{time.monotonic_ns()}"
+    env = {**os.environ, "POWERSAMPLE_TEST_MARK": mark}
+    parents = [subprocess.Popen([sys.executable, "-c", _KILLED_PARENT, str(delay)], env=env)
+               for delay in (0.0, 0.5, 1.5, 5.0)]
+    for p in parents:
+        p.wait(timeout=300)
+        assert p.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 60  # a worker notices its parent's death within ~1 s of starting
+    while _marked_processes(mark) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = _marked_processes(mark)
+    for pid in left:  # clean up before failing
+        os.kill(pid, signal.SIGKILL)
+    assert left == []
+
+
 # -- pass@k and Wilson -----------------------------------------------------------------------------------
 
 
