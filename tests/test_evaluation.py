@@ -7,6 +7,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from powersample.evaluation import EvalConfig, run_eval
 from powersample.evaluation.grading import GradePool, grade_sample
 from powersample.evaluation.passk import mean_pass_at_k, pass_at_k, wilson
 from powersample.evaluation.plots import write_plots
-from powersample.evaluation.report import format_table, load_runs, merge_runs, report, summarize
+from powersample.evaluation.report import Run, format_table, labels, load_runs, merge_runs, report, summarize
 from powersample.evaluation.runner import select_problems
 from powersample.evaluation.store import ROWS_FILE, read_rows
 from powersample.rng import derive_seeds
@@ -458,8 +459,46 @@ class TestReport:
         assert "shards [0] of the split are missing" in format_table([half])
         out = merge_runs([fixture_runs / "a2-shard0", fixture_runs / "a2-shard1"], fixture_runs / "merged")
         assert sorted_rows(out) == sorted_rows(fixture_runs / "a2")
-        with pytest.raises(PowerSampleError, match="same shard 0/2"):
+        with pytest.raises(PowerSampleError, match="given twice"):
             load_runs([fixture_runs / "a2-shard0", fixture_runs / "a2-shard0"])
+
+    def test_reruns_with_the_same_settings_are_compared(self, fixture_runs):
+        for name in ("a2", "a2-shard0", "a2-shard1"):
+            shutil.copytree(fixture_runs / name, fixture_runs / f"again-{name}")
+        whole = report([fixture_runs / "a2", fixture_runs / "again-a2"])
+        assert [s.label for s in whole] == ["power [a2]", "power [again-a2]"]
+        sharded = report([fixture_runs / n for n in ("a2-shard0", "again-a2-shard0", "a2-shard1", "again-a2-shard1")])
+        assert [(s.dirs, s.problems) for s in sharded] == [
+            ([str(fixture_runs / "a2-shard0"), str(fixture_runs / "a2-shard1")], 10),
+            ([str(fixture_runs / "again-a2-shard0"), str(fixture_runs / "again-a2-shard1")], 10)]
+        with pytest.raises(PowerSampleError, match="a shard comes twice"):
+            merge_runs([fixture_runs / "a2-shard0", fixture_runs / "again-a2-shard0"], fixture_runs / "m")
+
+    def test_labels_name_only_settings_the_method_uses(self, tmp_path):
+        def run_of(name, **kw):
+            cfg = EvalConfig(task="gym", model="gym", out=str(tmp_path / name), **kw).to_dict()
+            return Run([tmp_path / name], cfg, [], ["0/1"])
+
+        runs = [run_of("p4", alpha=4.0), run_of("p2", alpha=2.0, temperature=0.5), run_of("t", method="temperature"),
+                run_of("g", method="greedy", alpha=2.0), run_of("lt", method="low-temperature", alpha=2.0),
+                run_of("b", method="best-of-n", n=4, temperature=0.5)]
+        assert labels(runs) == ["power alpha=4.0 temperature=None", "power alpha=2.0 temperature=0.5",
+                                "temperature temperature=None", "greedy", "low-temperature alpha=2.0",
+                                "best-of-n temperature=0.5 n=4"]
+
+    def test_plot_legends_leave_the_data_uncovered(self, fixture_runs, tmp_path, monkeypatch):
+        import matplotlib.pyplot as plt
+
+        figures = []
+        monkeypatch.setattr(plt, "close", figures.append)
+        write_plots(report([fixture_runs / "a4", fixture_runs / "a2"]), tmp_path)
+        assert len(figures) == 2
+        for fig in figures:
+            fig.canvas.draw()
+            (ax,) = fig.axes
+            legend = ax.get_legend() or fig.legends[0]
+            assert not legend.get_window_extent().overlaps(ax.get_window_extent())
+            fig.clf()
 
     def test_side_by_side_table_and_plots(self, fixture_runs, tmp_path):
         summaries = report([fixture_runs / "a4", fixture_runs / "a2"])
