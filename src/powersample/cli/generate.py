@@ -143,8 +143,8 @@ def check_counts(args) -> None:
 
 
 def prompt_hash(prompt) -> str:
-    """A short hash of a prompt (text or token ids): a resumed row must belong to the same prompt."""
-    return hashlib.sha256(json.dumps(prompt).encode()).hexdigest()[:16]
+    """The sha256 of a prompt (text or token ids, as JSON): a resumed row must belong to the same prompt."""
+    return hashlib.sha256(json.dumps(prompt).encode()).hexdigest()
 
 
 def check_resumable(output: Path, rows: list[dict], settings: dict, prompts: list[dict]) -> None:
@@ -181,7 +181,7 @@ def check_writable(path: Path) -> None:
 
 def check_prompts_fit(engine, prompts: list[dict], chat: bool) -> None:
     """Every prompt must leave room in the model's context: found now, not when its batch comes up."""
-    from ..api import _encode
+    from ..api import _encode  # exactly as sample() will encode it (chat template included)
 
     for i, p in enumerate(prompts):
         n = len(_encode(engine, p["prompt"], chat, i))
