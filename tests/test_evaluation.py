@@ -578,6 +578,19 @@ class TestEvalCli:
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and expected in err, err
 
 
+def test_a_prompt_too_long_for_the_context_is_named_before_sampling(tmp_path, capsys):
+    rows = [{"id": f"q{i}", "prompt": "Q:1+1\n" * (40 if i == 5 else 1), "answer": "2"} for i in range(8)]
+    data = tmp_path / "long.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["eval", "--task", "jsonl", "--grader", "exact", "--model", "gym", "--data", str(data), "--batch-size",
+            "2", "--max-new-tokens", "8", "--block-size", "4", "--device", "cpu", "--grade-workers", "0",
+            "--no-progress", "--out", str(tmp_path / "run")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "problem 'q5' has a prompt of" in err and "context of 128 tokens" in err, err
+    assert read_rows(tmp_path / "run") == []  # nothing was sampled
+
+
 # -- the real sampler, killed mid-run ----------------------------------------------------------------------
 
 
