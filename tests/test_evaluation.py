@@ -7,6 +7,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from powersample.evaluation import EvalConfig, run_eval
 from powersample.evaluation.grading import GradePool, grade_sample
 from powersample.evaluation.passk import mean_pass_at_k, pass_at_k, wilson
 from powersample.evaluation.plots import write_plots
-from powersample.evaluation.report import format_table, load_runs, merge_runs, report, summarize
+from powersample.evaluation.report import Run, format_table, labels, load_runs, merge_runs, report, summarize
 from powersample.evaluation.runner import select_problems
 from powersample.evaluation.store import ROWS_FILE, read_rows
 from powersample.rng import derive_seeds
@@ -121,7 +122,7 @@ class TestRunner:
         assert summary.rows_new == summary.rows_total == 30
         assert summary.correct == sum(r["correct"] for r in rows) and summary.graded == 30
         run_json = json.loads((Path(cfg.out) / "run.json").read_text())
-        assert run_json["config"]["data_sha256"] and run_json["config"]["task_version"] == "1"
+        assert run_json["config"]["data_sha256"] and run_json["config"]["task_version"] == get_task("jsonl").version
         assert run_json["config"]["task_options"] == {"grader": "exact", "timeout": 5}
         assert {"powersample", "torch", "transformers", "python"} <= set(run_json["versions"])
 
@@ -331,13 +332,52 @@ def test_watchdog_records_a_stuck_grader_and_keeps_the_others():
     import operator
 
     with GradePool(1, tick=0.1) as pool:
-        start = time.monotonic()
         stuck = pool.submit(time.sleep, (60,), budget=1.0, fallback=lambda why: ("fallback", why))
         quick = pool.submit(operator.add, (2, 3), budget=30.0, fallback=lambda why: ("fallback", why))
         assert stuck.result(timeout=30) == ("fallback", "grading timed out after 1s")
         assert quick.result(timeout=30) == 5  # resubmitted to the rebuilt pool
-        assert time.monotonic() - start < 30
         assert pool.submit(operator.mul, (4, 5), budget=30.0, fallback=str).result(timeout=30) == 20
+
+
+_KILLED_PARENT = """
+import os, signal, sys, threading
+from powersample.evaluation.grading import GradePool
+threading.Timer(float(sys.argv[1]), lambda: os.kill(os.getpid(), signal.SIGKILL)).start()
+GradePool(1)
+threading.Event().wait()
+"""
+
+
+def _marked_processes(mark: str) -> list[int]:
+    """Pids of live processes whose environment holds `mark` (children inherit it; zombies show none)."""
+    found = []
+    for d in os.listdir("/proc"):
+        try:
+            if d.isdigit() and mark.encode() in open(f"/proc/{d}/environ", "rb").read():
+                found.append(int(d))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds processes through /proc")
+def test_no_grader_process_outlives_a_killed_parent():
+    # killed while the worker is starting (it takes seconds to import), and once it runs
+    mark = f"POWERSAMPLE_KILL_TEST_{os.getpid()}_{time.monotonic_ns()}"
+    env = {**os.environ, "POWERSAMPLE_TEST_MARK": mark}
+    parents = [subprocess.Popen([sys.executable, "-c", _KILLED_PARENT, str(delay)], env=env)
+               for delay in (0.0, 0.5, 1.5, 5.0)]
+    for p in parents:
+        p.wait(timeout=300)
+        assert p.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 60  # a worker notices its parent's death within ~1 s of starting
+    while _marked_processes(mark) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = _marked_processes(mark)
+    for pid in left:  # clean up before failing
+        os.kill(pid, signal.SIGKILL)
+    assert left == []
 
 
 # -- pass@k and Wilson -----------------------------------------------------------------------------------
@@ -419,8 +459,46 @@ class TestReport:
         assert "shards [0] of the split are missing" in format_table([half])
         out = merge_runs([fixture_runs / "a2-shard0", fixture_runs / "a2-shard1"], fixture_runs / "merged")
         assert sorted_rows(out) == sorted_rows(fixture_runs / "a2")
-        with pytest.raises(PowerSampleError, match="same shard 0/2"):
+        with pytest.raises(PowerSampleError, match="given twice"):
             load_runs([fixture_runs / "a2-shard0", fixture_runs / "a2-shard0"])
+
+    def test_reruns_with_the_same_settings_are_compared(self, fixture_runs):
+        for name in ("a2", "a2-shard0", "a2-shard1"):
+            shutil.copytree(fixture_runs / name, fixture_runs / f"again-{name}")
+        whole = report([fixture_runs / "a2", fixture_runs / "again-a2"])
+        assert [s.label for s in whole] == ["power [a2]", "power [again-a2]"]
+        sharded = report([fixture_runs / n for n in ("a2-shard0", "again-a2-shard0", "a2-shard1", "again-a2-shard1")])
+        assert [(s.dirs, s.problems) for s in sharded] == [
+            ([str(fixture_runs / "a2-shard0"), str(fixture_runs / "a2-shard1")], 10),
+            ([str(fixture_runs / "again-a2-shard0"), str(fixture_runs / "again-a2-shard1")], 10)]
+        with pytest.raises(PowerSampleError, match="a shard comes twice"):
+            merge_runs([fixture_runs / "a2-shard0", fixture_runs / "again-a2-shard0"], fixture_runs / "m")
+
+    def test_labels_name_only_settings_the_method_uses(self, tmp_path):
+        def run_of(name, **kw):
+            cfg = EvalConfig(task="gym", model="gym", out=str(tmp_path / name), **kw).to_dict()
+            return Run([tmp_path / name], cfg, [], ["0/1"])
+
+        runs = [run_of("p4", alpha=4.0), run_of("p2", alpha=2.0, temperature=0.5), run_of("t", method="temperature"),
+                run_of("g", method="greedy", alpha=2.0), run_of("lt", method="low-temperature", alpha=2.0),
+                run_of("b", method="best-of-n", n=4, temperature=0.5)]
+        assert labels(runs) == ["power alpha=4.0 temperature=None", "power alpha=2.0 temperature=0.5",
+                                "temperature temperature=None", "greedy", "low-temperature alpha=2.0",
+                                "best-of-n temperature=0.5 n=4"]
+
+    def test_plot_legends_leave_the_data_uncovered(self, fixture_runs, tmp_path, monkeypatch):
+        import matplotlib.pyplot as plt
+
+        figures = []
+        monkeypatch.setattr(plt, "close", figures.append)
+        write_plots(report([fixture_runs / "a4", fixture_runs / "a2"]), tmp_path)
+        assert len(figures) == 2
+        for fig in figures:
+            fig.canvas.draw()
+            (ax,) = fig.axes
+            legend = ax.get_legend() or fig.legends[0]
+            assert not legend.get_window_extent().overlaps(ax.get_window_extent())
+            fig.clf()
 
     def test_side_by_side_table_and_plots(self, fixture_runs, tmp_path):
         summaries = report([fixture_runs / "a4", fixture_runs / "a2"])
@@ -465,6 +543,52 @@ class TestEvalCli:
         args = ["eval", "--task", "gym", "--model", "gym", "--option", "top_p", "--out", str(tmp_path)]
         assert main(args) == 2
         assert "--option takes KEY=VALUE" in capsys.readouterr().err
+
+
+    # Tests run as root, which writes where permission bits forbid: a path under a regular file, and
+    # sysfs (where root cannot create files), are unwritable for root too.
+    @pytest.mark.parametrize("case", ["out under a file", "out is a file", "read-only out", "batch size 0",
+                                      "no CUDA", "empty task file", "empty shard"])
+    def test_bad_settings_fail_in_one_line(self, case, problems_file, tmp_path, capsys, monkeypatch):
+        import torch
+
+        import powersample
+
+        data, _ = problems_file
+        (tmp_path / "a-file").write_text("x")
+        (tmp_path / "empty.jsonl").write_text("")
+        extra, expected = {
+            "out under a file": (["--out", str(tmp_path / "a-file" / "run")], "cannot write the run directory"),
+            "out is a file": (["--out", str(tmp_path / "a-file")], "is a file, not a run directory"),
+            "read-only out": (["--out", "/sys/powersample-test-run"], "cannot write the run directory"),
+            "batch size 0": (["--batch-size", "0"], "batch_size must be an integer >= 1"),
+            "no CUDA": (["--device", "cuda"], "sees no CUDA GPU"),
+            "empty task file": (["--data", str(tmp_path / "empty.jsonl")], "holds no problems"),
+            "empty shard": (["--limit", "2", "--shard", "3/4"], "shard 3/4 selects none of the 2 problems"),
+        }[case]
+        if case == "no CUDA" and torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+        if case == "read-only out" and not os.path.isdir("/sys/kernel"):
+            pytest.skip("no sysfs here")
+        monkeypatch.setattr(powersample, "load_engine", lambda *a, **k: pytest.fail("the model was loaded"))
+        args = ["eval", "--task", "jsonl", "--grader", "exact", "--model", "gym", "--data", str(data),
+                "--grade-workers", "0", "--no-progress", "--out", str(tmp_path / "run"), *extra]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and expected in err, err
+
+
+def test_a_prompt_too_long_for_the_context_is_named_before_sampling(tmp_path, capsys):
+    rows = [{"id": f"q{i}", "prompt": "Q:1+1\n" * (40 if i == 5 else 1), "answer": "2"} for i in range(8)]
+    data = tmp_path / "long.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["eval", "--task", "jsonl", "--grader", "exact", "--model", "gym", "--data", str(data), "--batch-size",
+            "2", "--max-new-tokens", "8", "--block-size", "4", "--device", "cpu", "--grade-workers", "0",
+            "--no-progress", "--out", str(tmp_path / "run")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "problem 'q5' has a prompt of" in err and "context of 128 tokens" in err, err
+    assert read_rows(tmp_path / "run") == []  # nothing was sampled
 
 
 # -- the real sampler, killed mid-run ----------------------------------------------------------------------

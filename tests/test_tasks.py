@@ -7,7 +7,6 @@ import json
 import os
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -111,6 +110,8 @@ class TestExtraction:
         assert last_boxed(r"first \boxed{1} then \boxed{\frac{1}{2}}.") == r"\frac{1}{2}"
         assert last_boxed(r"\boxed{\{1, 2\}}") == r"\{1, 2\}"
         assert last_boxed(r"so \boxed 5 done") == "5"
+        assert last_boxed(r"so \boxed 5. Done") == "5" and last_boxed(r"\boxed12") == "12"
+        assert last_boxed(r"\boxedfoo{3}") is None  # another macro, not a box
         assert last_boxed(r"\boxed{3} and a cut-off \boxed{\frac{1") == "3"  # unclosed box is skipped
         assert last_boxed("no box") is None
 
@@ -168,13 +169,37 @@ class TestMath500:
         g = task.grade(p, "the answer is 9")
         assert g.correct is False and g.reason == r"no \boxed{} answer"
 
+    @pytest.mark.parametrize("completion,gold,correct", [
+        (r"so \boxed 12.", "12", True),  # unbraced: the sentence's full stop is not the answer's
+        (r"so \boxed 12, done", "12", True),
+        (r"so \boxed12", "12", True),
+        (r"\boxed{3.}", "3", True),
+        (r"\boxed{12,}", "12", True),
+        (r"\boxed 3.5.", "3.5", True),
+        (r"\boxed{3.5}", "35", False),
+        (r"\boxed{\text{(C) } 5}", r"\text{(C)}", True),  # a choice is compared by its letter
+        (r"\boxed{(C)}", r"\text{(C)}", True),
+        (r"\boxed{C}", r"\text{(C)}", True),
+        (r"\boxed{\text{(D) } 5}", r"\text{(C)}", False),
+        (r"\boxed{5.4\text{ cents}}", r"5.4 \text{ cents}", True),
+        (r"\boxed{5.4\text{ dollars}}", r"5.4 \text{ cents}", False),  # math-verify alone: right
+        (r"\boxed{5.4}", r"5.4 \text{ cents}", True),  # no unit given: judged on the number
+        (r"\boxed{864 \text{ square inches}}", r"864 \mbox{ inches}^2", True),
+        (r"\boxed{864\text{ in}^2}", r"864 \mbox{ inches}^2", True),
+        (r"\boxed{864 \text{ feet}^2}", r"864 \mbox{ inches}^2", False),
+        (r"\boxed{\text{Evelyn}}", r"\text{Evelyn}", True),
+        (r"\boxed{\text{Bob}}", r"\text{Evelyn}", False),
+    ])
+    def test_answer_forms(self, completion, gold, correct):
+        task = get_task("math500", timeout=2)
+        g = task.grade(Problem("p", "x", gold), completion)
+        assert g.correct is correct and not g.error, g
+
     def test_pathological_latex_is_wrong_with_reason_not_a_crash(self, math500):
         task, problems = math500
         p = problems["test/number_theory/572.json"]
-        start = time.monotonic()
         g = task.grade(p, r"\boxed{9^{9^{9^{9}}}}")
         assert g.correct is False and g.error and "timed out" in g.reason
-        assert time.monotonic() - start < 20
 
     def test_grading_works_in_worker_threads(self, math500):
         task, problems = math500
@@ -209,12 +234,10 @@ class TestHumanEval:
 
     def test_all_164_canonical_solutions_pass(self, humaneval):
         task, problems = humaneval
-        start = time.monotonic()
         with ThreadPoolExecutor(4) as ex:  # each grade is its own subprocess
             grades = list(ex.map(lambda p: task.grade(p, p.meta["canonical_solution"]), problems))
         failed = [(p.id, g.reason) for p, g in zip(problems, grades, strict=True) if not g.correct]
         assert failed == []
-        assert time.monotonic() - start < 60
 
     def test_wrong_solution_fails_with_the_assertion(self, humaneval):
         task, problems = humaneval

@@ -54,6 +54,7 @@ def run(args) -> int:
     from ..errors import PowerSampleError
     from ..evaluation.passk import wilson
     from ..samplers import METHODS
+    from .generate import check_device
 
     torch.set_num_threads(1)  # a model this small runs faster on one thread than on two
     n = args.problems or (40 if args.quick else 100)
@@ -66,6 +67,7 @@ def run(args) -> int:
     problems = gym.eval_problems(n, seed=args.seed)
     prompts = [p.prompt for p in problems]
     seeds = [rng.derive_seeds(args.seed, p.id) for p in problems]
+    check_device(args.device)
     engine = load_engine(args.model, device=args.device)
     base = dict(alpha=args.alpha, mcmc_steps=args.mcmc_steps, max_new_tokens=args.max_new_tokens,
                 block_size=args.block_size, seeds=seeds, batch_size=n)

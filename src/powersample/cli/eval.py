@@ -90,7 +90,9 @@ def default_out(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluation import EvalConfig, run_eval
+    from .generate import check_device
 
+    check_device(args.device)
     task_options = parse_pairs(args.task_option, "--task-option")
     if args.grader is not None:
         task_options["grader"] = args.grader

@@ -10,6 +10,9 @@ Input JSONL: one object per line with "prompt" (text) or "prompt_ids" (token ids
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import os
 from pathlib import Path
 
 from ..errors import PowerSampleError
@@ -41,8 +44,9 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
 
 def sampler_options(args) -> dict:
     """The keyword arguments of powersample.sample that the shared flags give."""
+    block_size = args.block_size if args.block_size is not None else max(1, args.max_new_tokens // 16)
     opts = dict(alpha=args.alpha, mcmc_steps=args.mcmc_steps, max_new_tokens=args.max_new_tokens,
-                block_size=args.block_size or max(1, args.max_new_tokens // 16))
+                block_size=block_size)
     for name in ("temperature", "n", "device", "dtype"):
         if getattr(args, name, None) is not None:
             opts[name] = getattr(args, name)
@@ -73,8 +77,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--input", type=Path, help="JSONL file of prompts")
     p.add_argument("--output", type=Path, required=True, help="JSONL file to write")
     p.add_argument("--num-samples", type=int, default=1, help="samples per prompt")
-    p.add_argument("--resume", action="store_true", help="keep OUTPUT's finished rows and do only the rest")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--resume", action="store_true", help="keep OUTPUT's finished rows and do only the rest "
+                          "(refused if they were made with other settings or prompts)")
+    existing.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT (once the first "
+                          "batch is written)")
     add_sampling_arguments(p)
 
 
@@ -96,13 +103,91 @@ def read_prompts(path: Path) -> list[dict]:
                                    "--input", str(path))
         if not prompt:
             raise PowerSampleError(f"{path}, line {line}: the prompt is empty", "--input", str(path))
-        out.append({"id": str(row.get("id", i)), "prompt": prompt})
+        out.append({"id": str(row.get("id", i)), "prompt": prompt, "where": f"{path}, line {line}"})
     if not out:
         raise PowerSampleError(f"{path} holds no prompts", "--input", str(path))
     ids = [p["id"] for p in out]
     if len(set(ids)) != len(ids):
         raise PowerSampleError(f"{path}: prompt ids repeat; give each line a unique \"id\"", "--input", str(path))
     return out
+
+
+def check_device(device: str | None) -> None:
+    """Refuse a device this torch cannot use, before minutes of model loading."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as e:
+        raise PowerSampleError(f"--device {device!r} is not a device torch knows (cpu, cuda, cuda:1, mps)",
+                               "--device", device) from e
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise PowerSampleError(f"--device {device}: torch {torch.__version__} sees no CUDA GPU (a CPU-only build, "
+                               "or no GPU visible); use --device cpu", "--device", device)
+    if kind == "cuda" and (torch.device(device).index or 0) >= torch.cuda.device_count():
+        raise PowerSampleError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) visible",
+                               "--device", device)
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise PowerSampleError(f"--device {device}: MPS is not available here", "--device", device)
+
+
+def check_counts(args) -> None:
+    """Counts argparse accepts but a run cannot use (a zero would silently do nothing, or loop forever)."""
+    for flag in ("batch_size", "num_samples"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            name = "--" + flag.replace("_", "-")
+            raise PowerSampleError(f"{name} must be >= 1, got {value}", name, value)
+
+
+def prompt_hash(prompt) -> str:
+    """The sha256 of a prompt (text or token ids, as JSON): a resumed row must belong to the same prompt."""
+    return hashlib.sha256(json.dumps(prompt).encode()).hexdigest()
+
+
+def check_resumable(output: Path, rows: list[dict], settings: dict, prompts: list[dict]) -> None:
+    """Refuse to continue OUTPUT with other settings, or where a prompt changed under the same id."""
+    where = {p["id"]: p.get("where", "--prompt") for p in prompts}
+    hashes = {p["id"]: prompt_hash(p["prompt"]) for p in prompts}
+    for r in rows:
+        old = r.get("settings")
+        if old is None:
+            raise PowerSampleError(f"{output} has rows without recorded settings (an older version wrote them), so "
+                                   "they cannot be checked; use --overwrite or another --output", "--resume")
+        if old != settings:
+            diff = "; ".join(f"{k}: {old.get(k)!r} there, {settings.get(k)!r} now"
+                             for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k))
+            raise PowerSampleError(f"{output} was generated with other settings ({diff}); rerun with its settings, "
+                                   "or use --overwrite or another --output", "--resume")
+        rid = str(r.get("id"))
+        if rid in hashes and r.get("prompt_sha256") != hashes[rid]:
+            raise PowerSampleError(f"prompt {rid!r} ({where[rid]}) is not the prompt its rows in {output} were "
+                                   "generated for; give it a new id, or use --overwrite or another --output",
+                                   "--resume", rid)
+
+
+def check_writable(path: Path) -> None:
+    """Fail with one line if `path` (not there yet) cannot be created: before the model loads, not after.
+    (By trying: os.access says yes to root even where nobody can write.)"""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(exist_ok=False)
+        path.unlink()
+    except OSError as e:
+        raise PowerSampleError(f"cannot write {path}: {e.strerror or e}", "--output", str(path)) from e
+
+
+def check_prompts_fit(engine, prompts: list[dict], chat: bool) -> None:
+    """Every prompt must leave room in the model's context: found now, not when its batch comes up."""
+    from ..api import _encode  # exactly as sample() will encode it (chat template included)
+
+    for i, p in enumerate(prompts):
+        n = len(_encode(engine, p["prompt"], chat, i))
+        if engine.max_length is not None and n >= engine.max_length:
+            raise PowerSampleError(f"{p.get('where', '--prompt')}: prompt {p['id']!r} has {n} tokens, which leaves no "
+                                   f"room in the model's context of {engine.max_length} tokens", "prompt", p["id"])
 
 
 def run(args) -> int:
@@ -113,18 +198,37 @@ def run(args) -> int:
     from ..engine.loading import load_engine
     from ..jsonl import append_rows, read_rows
 
+    # Everything that can be checked is checked before OUTPUT is touched and before the model loads.
+    check_counts(args)
     prompts = [{"id": "0", "prompt": args.prompt}] if args.prompt is not None else read_prompts(args.input)
+    opts = sampler_options(args)
+    make_params(args.method, **{k: v for k, v in opts.items() if k not in ("device", "dtype")})
+    check_device(opts.get("device"))
+    # what decides a row's content: a resumed file must have been made with exactly these
+    settings = json.loads(json.dumps({"model": args.model, "method": args.method, "seed": args.seed,
+                                      **{k: v for k, v in opts.items() if k != "device"}}))
     if args.output.exists() and not (args.resume or args.overwrite):
         raise PowerSampleError(f"{args.output} exists: pass --resume to continue it or --overwrite to replace it",
                                "--output", str(args.output))
-    if args.overwrite and args.output.exists():
-        args.output.unlink()
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    done = {(str(r.get("id")), r.get("sample_index", 0)) for r in read_rows(args.output, repair=True)}
+    if args.output.is_dir():
+        raise PowerSampleError(f"--output {args.output} is a directory; give a file name", "--output", str(args.output))
+    old = read_rows(args.output) if args.resume else []
+    check_resumable(args.output, old, settings, prompts)
+    # --overwrite writes the first batch beside OUTPUT and then renames it over OUTPUT: the old file
+    # survives any failure before that
+    replacing = args.overwrite and args.output.exists()
+    target = args.output.with_name(args.output.name + ".tmp") if replacing else args.output
+    if replacing:
+        target.unlink(missing_ok=True)  # left by a run killed before its first batch
+    if target.exists():
+        read_rows(target, repair=True)  # resuming: cut a torn last line so appends continue cleanly
+    else:
+        check_writable(target)
+
+    done = {(str(r.get("id")), r.get("sample_index", 0)) for r in old}
     todo = [p for p in prompts if any((p["id"], j) not in done for j in range(args.num_samples))]
-    opts = sampler_options(args)
-    make_params(args.method, **{k: v for k, v in opts.items() if k not in ("device", "dtype")})  # before loading
     engine = load_engine(args.model, device=opts.pop("device", None), dtype=opts.pop("dtype", None))
+    check_prompts_fit(engine, todo, bool(opts.get("chat")))
     bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=f"generate ({args.method})",
                unit="prompt")
     for lo in range(0, len(todo), args.batch_size):
@@ -137,11 +241,15 @@ def run(args) -> int:
             p = batch[r.prompt_index]
             if (p["id"], r.sample_index) in done:
                 continue
-            rows.append({"id": p["id"], "sample_index": r.sample_index, "method": r.method, "text": r.text,
-                         "token_ids": r.token_ids, "completion_tokens": len(r.token_ids),
+            rows.append({"id": p["id"], "sample_index": r.sample_index, "method": r.method, "alpha": args.alpha,
+                         "text": r.text, "token_ids": r.token_ids, "completion_tokens": len(r.token_ids),
                          "tokens_generated": r.tokens_generated, "logp": r.logp, "finished": r.finished,
-                         "acceptance_rate": r.acceptance_rate, "seconds": r.seconds, "stats": r.stats})
-        append_rows(args.output, rows)
+                         "acceptance_rate": r.acceptance_rate, "seconds": r.seconds, "stats": r.stats,
+                         "prompt_sha256": prompt_hash(p["prompt"]), "settings": settings})
+        append_rows(target, rows)
+        if replacing:
+            os.replace(target, args.output)
+            target, replacing = args.output, False
         bar.update(len(batch))
     bar.close()
     print(f"wrote {args.output} ({len(prompts)} prompts, {len(prompts) - len(todo)} were already done)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -51,16 +52,15 @@ def grade_sample(task: Task, problem: Problem, completion: str, finished: bool |
     return grade, [False if a is None else verdicts.get(a) for a in answers]
 
 
-def _init_worker() -> None:
+def _init_worker(parent: int) -> None:
     """In each grader process: ignore Ctrl-C (the parent decides), and exit when the parent dies.
 
-    A killed parent (SIGKILL, OOM) cannot stop its workers, and they would otherwise idle forever;
-    so a thread polls the parent pid (reparenting changes it) and ends the worker.
+    A killed parent (SIGKILL, OOM) cannot stop its workers, and they would otherwise idle forever
+    (and keep multiprocessing's resource tracker alive with them); so a thread polls the parent pid
+    (reparenting changes it) and ends the worker. `parent` is the pid the parent passed in: read here
+    with getppid(), a parent killed while this worker was starting would already read as init's pid.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import os
-
-    parent = os.getppid()
 
     def watch_parent() -> None:
         while True:
@@ -129,7 +129,7 @@ class GradePool:
     def _new_executor(self) -> ProcessPoolExecutor:
         # spawn, not fork: the parent holds torch/CUDA state and threads that must not be forked
         return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker)
+                                   initializer=_init_worker, initargs=(os.getpid(),))
 
     def submit(self, fn: Callable[..., Any], args: tuple, budget: float,
                fallback: Callable[[str], Any]) -> Future:

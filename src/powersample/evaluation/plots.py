@@ -72,9 +72,10 @@ def _finish(plt, fig, ax, shown, path, xlabel: str, ylabel: str, title: str) -> 
     ax.set_ylabel(ylabel)
     ax.set_title(f"{title} — {', '.join(sorted({s.task for s in shown}))}")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    # outside the axes, to the right: inside, a legend of long run labels hides curves and points
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # the saved image grows to hold the legend
     plt.close(fig)
     return Path(path)
 

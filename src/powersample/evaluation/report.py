@@ -3,7 +3,8 @@
 Reads only run.json and rows.jsonl (merge_runs also reloads the task's data when the task writes
 output files, as AlpacaEval does). Run directories whose configurations differ only in `shard`
 (and in non-core fields such as device or batch size) are one run split in pieces: they are merged
-(`load_runs` does it on the fly, `merge_runs` writes the merged directory).
+(`load_runs` does it on the fly, `merge_runs` writes the merged directory). A directory whose shard
+is already there is a rerun, reported as a run of its own.
 
 Accuracy is the share of correct samples over all graded samples (= mean pass@1). Its Wilson interval
 treats samples as independent; with several samples per problem they are not (samples of one problem
@@ -29,6 +30,8 @@ from .store import ROWS_FILE, RUN_FILE, read_rows, read_run, write_json_atomic
 
 log = logging.getLogger(__name__)
 
+# the settings of EvalConfig that go to the sampler; a method may ignore some of them
+SAMPLER_FIELDS = ("alpha", "mcmc_steps", "block_size", "max_new_tokens", "temperature", "n")
 # settings that tell runs apart in labels, in this order
 LABEL_FIELDS = ("task", "model", "alpha", "mcmc_steps", "block_size", "max_new_tokens", "temperature", "n",
                 "chat", "samples_per_problem", "seed", "limit", "data_sha256", "task_options",
@@ -86,38 +89,41 @@ def _group_key(config: dict[str, Any]) -> str:
 
 
 def load_runs(dirs: Iterable[str | Path]) -> list[Run]:
-    """Read run directories, merging those that are shards of one run (same config but shard)."""
-    groups: dict[str, Run] = {}
+    """Read run directories, merging those that are shards of one run (same config but shard).
+
+    A directory joins the first run of its configuration that lacks its shard; one whose shard is
+    already there is a rerun, and starts a run of its own (so reruns can be compared side by side).
+    """
+    groups: dict[str, list[Run]] = defaultdict(list)
+    seen: dict[Path, Path] = {}
     for d in dirs:
         d = Path(d)
+        if d.resolve() in seen:
+            raise PowerSampleError(f"{d} is given twice (also as {seen[d.resolve()]})", "run", str(d))
+        seen[d.resolve()] = d
         record = read_run(d)
         config = record.get("config", {})
-        key = _group_key(config)
-        if key in groups:
-            run = groups[key]
-            shard = config.get("shard")
-            if shard in run.shards:
-                twin = run.dirs[run.shards.index(shard)]
-                raise PowerSampleError(f"{d} and {twin} are the same shard {shard} of one run; give each "
-                                       "shard once", "run", str(d))
-            if parse_shard(config["shard"])[1] != parse_shard(run.shards[0])[1]:
-                raise PowerSampleError(f"{d} is shard {config['shard']}, {run.dirs[0]} is shard "
-                                       f"{run.shards[0]}: different splits cannot merge", "run", str(d))
-            run.dirs.append(d)
-            run.shards.append(config["shard"])
-            run.rows.extend(read_rows(d))
-        else:
-            groups[key] = Run([d], dict(config), read_rows(d), [config.get("shard", "0/1")],
-                              record.get("versions", {}))
-    return list(groups.values())
+        shard = config.get("shard", "0/1")
+        runs = groups[_group_key(config)]
+        run = next((r for r in runs if shard not in r.shards), None)
+        if run is None:
+            runs.append(Run([d], dict(config), read_rows(d), [shard], record.get("versions", {})))
+            continue
+        if parse_shard(shard)[1] != parse_shard(run.shards[0])[1]:
+            raise PowerSampleError(f"{d} is shard {shard}, {run.dirs[0]} is shard {run.shards[0]}: different "
+                                   "splits cannot merge", "run", str(d))
+        run.dirs.append(d)
+        run.shards.append(shard)
+        run.rows.extend(read_rows(d))
+    return [r for runs in groups.values() for r in runs]
 
 
 def merge_runs(dirs: Sequence[str | Path], out: str | Path) -> Path:
     """Write the shards `dirs` of one run as a single run directory `out` (shard 0/1)."""
     runs = load_runs(dirs)
     if len(runs) != 1:
-        raise PowerSampleError(f"the directories hold {len(runs)} different runs, not shards of one run; "
-                               "their configurations differ in more than the shard", "run")
+        raise PowerSampleError(f"the directories hold {len(runs)} runs, not the shards of one run: their "
+                               "configurations differ in more than the shard, or a shard comes twice", "run")
     run = runs[0]
     out = Path(out)
     if (out / ROWS_FILE).exists():
@@ -199,13 +205,17 @@ def checkpoint_curve(rows: Sequence[dict[str, Any]]) -> list[tuple[float, float]
 
 
 def labels(runs: Sequence[Run]) -> list[str]:
-    """Short distinct labels: the method plus whatever setting differs between the runs."""
+    """Short distinct labels: the method plus whatever setting differs between the runs (a sampler
+    setting only for the runs whose method uses it)."""
     varying = [k for k in LABEL_FIELDS
                if len({json.dumps(r.config.get(k), sort_keys=True) for r in runs}) > 1]
     out = []
     for r in runs:
         parts = [r.config.get("method", "?")]
+        unused = set(SAMPLER_FIELDS) - used_settings(r.config)
         for k in varying:
+            if k in unused:
+                continue
             v = r.config.get(k)
             if k == "model":
                 v = Path(str(v).rstrip("/")).name
@@ -216,6 +226,27 @@ def labels(runs: Sequence[Run]) -> list[str]:
     if len(set(out)) < len(out):  # identical settings (e.g. reruns): the directory tells them apart
         out = [f"{lab} [{r.dirs[0].name}]" for lab, r in zip(out, runs, strict=True)]
     return out
+
+
+def used_settings(config: dict[str, Any]) -> set[str]:
+    """Which of SAMPLER_FIELDS the run's method reads: those whose change changes the method's
+    parameters (temperature ignores alpha; low-temperature samples at 1/alpha, whatever temperature)."""
+    from ..api import make_params
+
+    settings = {k: config[k] for k in SAMPLER_FIELDS if config.get(k) is not None}
+    settings.update(config.get("sampler_options") or {})
+    try:
+        base = make_params(config.get("method", "?"), **settings)
+    except PowerSampleError:  # a method or option this version does not know: count every setting
+        return set(SAMPLER_FIELDS)
+    used = set()
+    for k in SAMPLER_FIELDS:
+        try:
+            if make_params(config["method"], **{**settings, k: (settings.get(k) or 1) * 2}) != base:
+                used.add(k)
+        except PowerSampleError:  # the changed value is out of range for the method: it reads it
+            used.add(k)
+    return used
 
 
 def report(dirs: Sequence[str | Path]) -> list[Summary]:

@@ -105,7 +105,11 @@ def run_eval(config: EvalConfig, *, sample_fn: Callable[..., Any] | None = None,
     if task.name == "humaneval" and config.chat:
         log.warning("humaneval is a code-completion task for base models: --chat wraps the prompt in a chat "
                     "turn, and the reply (often markdown) is executed as the function body")
-    selected = select_problems(task.load(config.data), config.limit, config.shard_index)
+    problems = task.load(config.data)
+    check(len(problems) > 0, f"{config.data or config.task} holds no problems", "data", config.data)
+    selected = select_problems(problems, config.limit, config.shard_index)
+    check(len(selected) > 0, f"shard {config.shard} selects none of the {len(problems[:config.limit])} problems; "
+          "use fewer shards", "shard", config.shard)
     record = run_record(config, task)
     store = RunStore.open(config.out, record, core_fields(record["config"]))
     try:
@@ -134,6 +138,7 @@ def _run(config: EvalConfig, task: Task, selected: list[Problem], store: RunStor
             loading = {key: config.sampler_options[key] for key in LOADING_OPTIONS
                        if key in config.sampler_options}
             model = powersample.load_engine(config.model, device=config.device, dtype=config.dtype, **loading)
+        _check_prompts_fit(model, todo, config.chat)
         pool = GradePool(config.grade_workers)
         bar = _bar(progress, missing, f"{config.task} {config.method}")
         try:
@@ -169,6 +174,19 @@ def _check_sampler_settings(config: EvalConfig) -> None:
 
     kwargs = _sample_kwargs(config, [])
     make_params(kwargs.pop("method"), **kwargs)
+
+
+def _check_prompts_fit(model: Any, problems: Sequence[Problem], chat: bool) -> None:
+    """Name a problem whose prompt fills the model's context now, not when its batch comes up."""
+    from ..api import _encode  # exactly as sample() will encode it (chat template included)
+    from ..engine.base import Engine
+
+    if not isinstance(model, Engine) or model.max_length is None:
+        return  # a stand-in model (tests), or a context of unknown length
+    for i, p in enumerate(problems):
+        n = len(_encode(model, p.prompt, chat, i))
+        check(n < model.max_length, f"problem {p.id!r} has a prompt of {n} tokens, which leaves no room in the "
+              f"model's context of {model.max_length} tokens", "data", p.id)
 
 
 def _sample_kwargs(config: EvalConfig, batch: Sequence[Problem]) -> dict[str, Any]:

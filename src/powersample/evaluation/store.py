@@ -90,10 +90,21 @@ class RunStore:
         record: {"config": {...}, "versions": {...}}; `core` names the config keys that must match.
         """
         run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock_handle = _lock(run_dir)
+        if run_dir.exists() and not run_dir.is_dir():
+            raise PowerSampleError(f"--out {run_dir} is a file, not a run directory; give a directory", "out",
+                                   str(run_dir))
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            lock_handle = _lock(run_dir)
+        except OSError as e:  # under a file, on a read-only file system, no permission
+            raise PowerSampleError(f"cannot write the run directory {run_dir}: {e.strerror or e}", "out",
+                                   str(run_dir)) from e
         try:
             return cls._open_locked(run_dir, record, core, lock_handle)
+        except OSError as e:
+            lock_handle.close()
+            raise PowerSampleError(f"cannot write the run directory {run_dir}: {e.strerror or e}", "out",
+                                   str(run_dir)) from e
         except BaseException:
             lock_handle.close()
             raise

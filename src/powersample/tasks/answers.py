@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-_BOX = re.compile(r"\\(?:boxed|fbox)\b")
+_BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")  # not \boxedfoo, but \boxed12 and \boxed 12 are boxes
 
 
 def last_boxed(text: str) -> str | None:
@@ -20,10 +20,13 @@ def last_boxed(text: str) -> str | None:
 
 
 def _box_content(text: str, i: int) -> str | None:
-    if i < len(text) and text[i] == " ":  # "\boxed 5": the argument runs to the next space or $
-        m = re.match(r" +([^\s$]+)", text[i:])
-        return m.group(1) if m else None
-    if i >= len(text) or text[i] != "{":
+    if i < len(text) and text[i] != "{":  # "\boxed 5", "\boxed12.": the argument runs to a space or $
+        m = re.match(r" *([^\s$]+)", text[i:])
+        if m is None:
+            return None
+        # without braces the box ends the sentence, so its punctuation is not part of the answer
+        return m.group(1).rstrip(".,;:!?") or None
+    if i >= len(text):
         return None
     depth = 0
     for j in range(i, len(text)):

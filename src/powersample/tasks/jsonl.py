@@ -26,7 +26,7 @@ class JsonlTask(Task):
     timeout: int = 5  # seconds per math-verify parse / comparison
 
     name = "jsonl"
-    version = "1"
+    version = "2"  # 2: trailing punctuation, \boxed12, choice letters and units (issue 9)
     needs_data_file = True
 
     def __post_init__(self):

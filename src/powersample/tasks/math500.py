@@ -32,7 +32,7 @@ class Math500(Task):
     timeout: int = 5  # seconds per math-verify parse / comparison
 
     name = "math500"
-    version = "1"
+    version = "2"  # 2: trailing punctuation, \boxed12, choice letters and units (issue 9)
 
     def load(self, data: str | None) -> list[Problem]:
         records = files.read_shipped("MATH500.json.gz") if data is None else files.read_records(data)
