@@ -614,8 +614,10 @@ def real_model_dir(tmp_path_factory):
     return str(out)
 
 
+# one problem per batch and a few MH steps: after the first problem's rows land, the other five take
+# seconds, so the signal reliably arrives mid-run even on a loaded machine
 EVAL_ARGS = ["--task", "gym", "--method", "power", "--limit", "6", "--samples-per-problem", "2",
-             "--batch-size", "2", "--max-new-tokens", "16", "--block-size", "8", "--mcmc-steps", "1",
+             "--batch-size", "1", "--max-new-tokens", "16", "--block-size", "8", "--mcmc-steps", "3",
              "--device", "cpu", "--no-progress"]
 ROWS = 12
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
