@@ -1,0 +1,99 @@
+"""A toy engine: next-token log-probs from a function or a table of prefixes, no neural network.
+
+It meets the same contract as the transformers backend (tests/test_conformance.py runs both), so a
+sampler's exactness can be checked on a model whose every probability is known, in a fraction of
+the time:
+
+    ToyEngine(lambda prefix: logp_vector, eos_token_ids=[1])            # any function of the prefix
+    ToyEngine.from_table({(0,): [...], (0, 2): [...]}, eos_token_ids=[1])  # an enumerated tree
+    ToyEngine.from_model(llama, prompts=[[0, 5]], depth=3)              # a torch model's exact table
+
+A prefix is the whole row so far (prompt and completion) as a tuple of ids; the function returns
+log-probabilities (or logits: they are renormalised) over the vocabulary, -inf for impossible tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+
+from ..errors import PowerSampleError, check
+from .base import Engine, Extension, Proposal, Sequences
+
+Prefix = tuple[int, ...]
+
+
+class ToyEngine(Engine):
+    """Engine over `next_logp(prefix) -> log-probs (vocab,)`; results are memoised per prefix."""
+
+    def __init__(self, next_logp: Callable[[Prefix], Sequence[float] | torch.Tensor],
+                 eos_token_ids: Sequence[int] = (1,), max_length: int | None = None, tokenizer=None):
+        check(len(eos_token_ids) > 0, "a toy engine needs at least one EOS token id", "eos_token_id")
+        self.next_logp = next_logp
+        self.eos_token_ids = tuple(int(t) for t in eos_token_ids)
+        self.max_length = max_length
+        self.tokenizer = tokenizer
+        self.device = torch.device("cpu")
+        self._memo: dict[Prefix, torch.Tensor] = {}
+
+    @classmethod
+    def from_table(cls, table: Mapping[Prefix, Sequence[float] | torch.Tensor], **kwargs) -> ToyEngine:
+        """An engine over an enumerated tree: `table[prefix]` is the next-token law after `prefix`.
+        Reaching a prefix the table lacks raises, naming it."""
+        table = {tuple(int(t) for t in k): v for k, v in table.items()}
+
+        def lookup(prefix: Prefix):
+            if prefix not in table:
+                raise PowerSampleError(f"the toy table has no entry for prefix {list(prefix)}", "prefix")
+            return table[prefix]
+
+        return cls(lookup, **kwargs)
+
+    @classmethod
+    def from_model(cls, model, prompts: Sequence[Sequence[int]], depth: int, **kwargs) -> ToyEngine:
+        """The exact next-token table of a transformers causal LM over every continuation of `prompts`
+        up to `depth` tokens (EOS ends a branch): vocab**depth prefixes, so keep both small.
+        EOS and the context length default to the model's."""
+        config = model.config
+        eos = kwargs.pop("eos_token_ids", None) or [config.eos_token_id]
+        kwargs.setdefault("max_length", getattr(config, "max_position_embeddings", None))
+        table: dict[Prefix, torch.Tensor] = {}
+        level = [tuple(p) for p in prompts]
+        for _ in range(depth):
+            with torch.no_grad():  # prefixes of one level share a length per prompt: one forward each
+                for n in sorted({len(p) for p in level}):
+                    batch = [p for p in level if len(p) == n]
+                    logits = model(input_ids=torch.tensor(batch, device=model.device)).logits[:, -1].float().cpu()
+                    table.update(zip(batch, torch.log_softmax(logits, -1), strict=True))
+            level = [p + (t,) for p in level for t in range(len(table[p])) if t not in eos]
+        return cls.from_table(table, eos_token_ids=eos, **kwargs)
+
+    def logp(self, prefix: Sequence[int]) -> torch.Tensor:
+        """log p(next token | prefix) over the vocabulary, float32, renormalised."""
+        key = tuple(prefix)
+        out = self._memo.get(key)
+        if out is None:
+            out = torch.log_softmax(torch.as_tensor(self.next_logp(key), dtype=torch.float32), -1)
+            self._memo[key] = out
+        return out
+
+    # -- Engine hooks: no cache, so cut, settle and select need nothing beyond the base class ------
+
+    def _extend(self, seqs: Sequences, max_new: torch.Tensor, proposal: Proposal,
+                first: torch.Tensor | None) -> Extension:
+        return self._decode(seqs, max_new, proposal, first, self._next_logits)
+
+    def _topk(self, seqs: Sequences, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        logp = self._next_logits(seqs)
+        vals, ids = logp.topk(min(k, logp.shape[-1]), dim=-1)
+        return ids, vals
+
+    def _next_logits(self, seqs: Sequences, active: torch.Tensor | None = None) -> torch.Tensor:
+        """Each row's next-token log-probs; rows not `active` get zeros (they draw nothing), so a
+        finished row never asks the table for a prefix beyond its EOS."""
+        wanted = [True] * len(seqs) if active is None else active.tolist()
+        rows = zip(seqs.tokens.tolist(), seqs.lengths.tolist(), wanted, strict=True)
+        laws = [self.logp(row[:n]) if w else None for row, n, w in rows]
+        vocab = next((len(x) for x in laws if x is not None), 1)
+        return torch.stack([torch.zeros(vocab) if x is None else x for x in laws])
