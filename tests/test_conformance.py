@@ -10,7 +10,7 @@ from conftest import tiny_llama
 
 import powersample
 from powersample import rng
-from powersample.engine.base import Proposal
+from powersample.engine.base import TOKEN_STREAM, Proposal
 from powersample.engine.hf import HFEngine
 from powersample.engine.toy import ToyEngine
 from powersample.errors import PowerSampleError
@@ -59,13 +59,17 @@ def _row(seqs, r):
     return seqs.tokens[r, : int(seqs.lengths[r])].tolist()
 
 
-def _check_scores(ref, prefix, ext, r, proposal):
-    """Every token row r drew scores as the reference says: log p, log q, entropy, top-1."""
+def _check_scores(ref, prefix, ext, r, proposal, seed=None, draws=0):
+    """Every token row r drew scores as the reference says: log p, log q, entropy, top-1; given the
+    row's seed and draw count, each token is the inverse CDF of q at the row's own uniform."""
     prefix = list(prefix)
     for j in range(int(ext.lengths[r])):
         logp = ref(prefix).double()
         tok = int(ext.tokens[r, j])
         logq = proposal.log_probs(logp[None].float()).double()[0]
+        if seed is not None:
+            u = float(rng.uniform(torch.tensor([seed]), TOKEN_STREAM, draws + j))
+            assert tok == int(torch.searchsorted(logq.exp().cumsum(0), u * logq.exp().sum()))
         assert logq[tok] > -float("inf"), "drew a token outside the proposal's support"
         assert abs(float(ext.logp[r, j]) - float(logp[tok])) < 1e-4
         assert abs(float(ext.logq[r, j]) - float(logq[tok])) < 1e-4
@@ -84,7 +88,8 @@ def test_logp_and_logq_are_the_reference_laws_for_ragged_prompts(engine):
         for r in range(len(PROMPTS)):
             assert int(ext.lengths[r]) <= max_new[r]
             assert ext.row(r) == _row(seqs, r)[len(prefixes[r]):]
-            prefixes[r] = _check_scores(ref, prefixes[r], ext, r, Q)
+            drawn = len(prefixes[r]) - len(PROMPTS[r])
+            prefixes[r] = _check_scores(ref, prefixes[r], ext, r, Q, seed=r + 1, draws=drawn)
     assert [_row(seqs, r) for r in range(4)] == prefixes
     assert [seqs.completion(r) for r in range(4)] == [p[len(q):] for p, q in zip(prefixes, PROMPTS, strict=True)]
 
