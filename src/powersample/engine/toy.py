@@ -97,3 +97,20 @@ class ToyEngine(Engine):
         laws = [self.logp(row[:n]) if w else None for row, n, w in rows]
         vocab = next((len(x) for x in laws if x is not None), 1)
         return torch.stack([torch.zeros(vocab) if x is None else x for x in laws])
+
+
+def load(model, *, eos_token_id: int | Sequence[int] | None = None, tokenizer=None, device: str | None = None,
+         **options) -> Engine:
+    """The `engine="toy"` loader: `model` is a ToyEngine (or any Engine), a table {prefix: log-probs}
+    or a function prefix -> log-probs."""
+    if isinstance(model, Engine):
+        return model
+    check(not options, f"the toy engine takes no option(s) {sorted(options)}", next(iter(options), None))
+    check(device in (None, "cpu"), f"the toy engine runs on the CPU only, not {device!r}", "device", device)
+    eos = {} if eos_token_id is None else {"eos_token_ids": [eos_token_id] if isinstance(eos_token_id, int)
+                                                          else list(eos_token_id)}
+    if isinstance(model, Mapping):
+        return ToyEngine.from_table(model, tokenizer=tokenizer, **eos)
+    check(callable(model), f"the toy engine needs a table {{prefix: log-probs}} or a function prefix -> "
+          f"log-probs, got {type(model).__name__}", "model")
+    return ToyEngine(model, tokenizer=tokenizer, **eos)
