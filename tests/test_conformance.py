@@ -20,12 +20,8 @@ VOCAB = 32
 
 
 def _toy(context: int | None):
-    def law(prefix):  # a fixed random law per prefix: logits from a generator seeded by the prefix
-        g = torch.Generator().manual_seed(rng.derive_seeds(7, *prefix))
-        return 2.0 * torch.randn(VOCAB, generator=g, dtype=torch.float64)
-
-    eng = ToyEngine(law, eos_token_ids=[EOS], max_length=context)
-    return eng, lambda prefix: torch.log_softmax(law(tuple(prefix)), -1)
+    eng = ToyEngine.random(VOCAB, seed=7, scale=2.0, eos_token_ids=[EOS], max_length=context)
+    return eng, lambda prefix: torch.log_softmax(eng.next_logp(tuple(prefix)), -1)
 
 
 def _hf(reuse: bool):

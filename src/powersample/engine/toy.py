@@ -5,6 +5,7 @@ sampler's exactness can be checked on a model whose every probability is known, 
 the time:
 
     ToyEngine(lambda prefix: logp_vector, eos_token_ids=[1])            # any function of the prefix
+    ToyEngine.random(vocab=4, seed=0, scale=2.0)                        # a fixed random law per prefix
     ToyEngine.from_table({(0,): [...], (0, 2): [...]}, eos_token_ids=[1])  # an enumerated tree
     ToyEngine.from_model(llama, prompts=[[0, 5]], depth=3)              # a torch model's exact table
 
@@ -18,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
+from .. import rng
 from ..errors import PowerSampleError, check
 from .base import Engine, Extension, Proposal, Sequences
 
@@ -49,6 +51,16 @@ class ToyEngine(Engine):
             return table[prefix]
 
         return cls(lookup, **kwargs)
+
+    @classmethod
+    def random(cls, vocab: int, seed: int = 0, scale: float = 1.0, **kwargs) -> ToyEngine:
+        """A reproducible random model: the logits after each prefix are `scale` * standard normals
+        drawn from a generator seeded by (seed, prefix). Larger `scale`, peakier laws."""
+        def law(prefix: Prefix) -> torch.Tensor:
+            g = torch.Generator().manual_seed(rng.derive_seeds(seed, *prefix))
+            return scale * torch.randn(vocab, generator=g, dtype=torch.float64)
+
+        return cls(law, **kwargs)
 
     @classmethod
     def from_model(cls, model, prompts: Sequence[Sequence[int]], depth: int, **kwargs) -> ToyEngine:
@@ -95,8 +107,8 @@ class ToyEngine(Engine):
         wanted = [True] * len(seqs) if active is None else active.tolist()
         rows = zip(seqs.tokens.tolist(), seqs.lengths.tolist(), wanted, strict=True)
         laws = [self.logp(row[:n]) if w else None for row, n, w in rows]
-        vocab = next((len(x) for x in laws if x is not None), 1)
-        return torch.stack([torch.zeros(vocab) if x is None else x for x in laws])
+        idle = torch.zeros(next((len(x) for x in laws if x is not None), 1))
+        return torch.stack([idle if x is None else x for x in laws])
 
 
 def load(model, *, eos_token_id: int | Sequence[int] | None = None, tokenizer=None, device: str | None = None,
