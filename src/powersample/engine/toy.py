@@ -102,13 +102,26 @@ class ToyEngine(Engine):
         return ids, vals
 
     def _next_logits(self, seqs: Sequences, active: torch.Tensor | None = None) -> torch.Tensor:
-        """Each row's next-token log-probs; rows not `active` get zeros (they draw nothing), so a
-        finished row never asks the table for a prefix beyond its EOS."""
-        wanted = [True] * len(seqs) if active is None else active.tolist()
-        rows = zip(seqs.tokens.tolist(), seqs.lengths.tolist(), wanted, strict=True)
-        laws = [self.logp(row[:n]) if w else None for row, n, w in rows]
+        """Each row's next-token log-probs. Rows with the same prefix share one lookup, so a step costs
+        as many lookups as there are distinct prefixes, not rows. Rows not `active` get zeros (they draw
+        nothing), so a finished row never asks the table for a prefix beyond its EOS."""
+        width = int(seqs.lengths.max())
+        prefixes = torch.where(torch.arange(width) < seqs.lengths[:, None], seqs.tokens[:, :width], -1)
+        if active is not None:
+            prefixes[~active] = -2
+        # group equal rows by a polynomial hash (torch.unique over rows is slow), then check the grouping
+        key = torch.zeros(len(seqs), dtype=torch.long)
+        for j in range(width):
+            key = key * 1_000_003 + prefixes[:, j] + 3  # int64 arithmetic wraps around: fine for a hash
+        _, inverse = torch.unique(key, return_inverse=True)
+        first = torch.full((int(inverse.max()) + 1,), len(seqs)).scatter_reduce(0, inverse, torch.arange(len(seqs)),
+                                                                                "amin")
+        distinct = prefixes[first]
+        if not bool((distinct[inverse] == prefixes).all()):
+            raise PowerSampleError("two different prefixes hashed alike in the toy engine", "prefix")
+        laws = [None if row[0] == -2 else self.logp([t for t in row if t >= 0]) for row in distinct.tolist()]
         idle = torch.zeros(next((len(x) for x in laws if x is not None), 1))
-        return torch.stack([idle if x is None else x for x in laws])
+        return torch.stack([idle if x is None else x for x in laws])[inverse]
 
 
 def load(model, *, eos_token_id: int | Sequence[int] | None = None, tokenizer=None, device: str | None = None,
