@@ -236,3 +236,12 @@ def test_hf_draws_what_a_toy_table_of_the_same_model_draws():
     assert [r.token_ids for r in a] == [r.token_ids for r in b]
     assert max(abs(x.logp - y.logp) for x, y in zip(a, b, strict=True)) < 1e-4
     assert [r.stats for r in a] == [r.stats for r in b]
+
+
+def test_toy_table_names_a_prefix_it_lacks():
+    toy = ToyEngine.from_table({(0,): [0.0, -1.0, -2.0], (0, 2): [0.0, 0.0, -float("inf")]}, eos_token_ids=[1])
+    seqs = toy.start([[0]], seeds=[0])
+    toy.extend(seqs, torch.tensor(1), Proposal(), first=torch.tensor([2]))
+    assert toy.topk(seqs, 3)[0][0, 2] == 2  # probability 0 ranks last
+    with pytest.raises(PowerSampleError, match=r"no entry for prefix \[0, 2, 0\]"):
+        toy.extend(seqs, torch.tensor(2), Proposal(temperature=0.0))

@@ -68,7 +68,8 @@ class ToyEngine(Engine):
         up to `depth` tokens (EOS ends a branch): vocab**depth prefixes, so keep both small.
         EOS and the context length default to the model's."""
         config = model.config
-        eos = kwargs.pop("eos_token_ids", None) or [config.eos_token_id]
+        eos = kwargs.pop("eos_token_ids", None) or config.eos_token_id
+        eos = [eos] if isinstance(eos, int) else list(eos)
         kwargs.setdefault("max_length", getattr(config, "max_position_embeddings", None))
         table: dict[Prefix, torch.Tensor] = {}
         level = [tuple(p) for p in prompts]
