@@ -10,6 +10,7 @@ from conftest import tiny_llama
 
 import powersample
 from powersample import rng
+from powersample.engine import ENGINES
 from powersample.engine.base import TOKEN_STREAM, Proposal
 from powersample.engine.hf import HFEngine
 from powersample.engine.toy import ToyEngine
@@ -36,7 +37,7 @@ def _hf(reuse: bool):
     return make
 
 
-BACKENDS = {"toy": _toy, "hf": _hf(reuse=True), "hf-no-cache": _hf(reuse=False)}
+BACKENDS = {"toy": _toy, "hf": _hf(reuse=True), "hf-no-cache": _hf(reuse=False)}  # name[-variant]
 PROMPTS = [[0, 5, 6, 7, 8, 9, 10], [0, 3], [0], [0, 11, 12, 13, 2]]
 Q = Proposal(temperature=0.7, top_k=6, top_p=0.9)
 
@@ -236,6 +237,10 @@ def test_hf_draws_what_a_toy_table_of_the_same_model_draws():
     assert [r.token_ids for r in a] == [r.token_ids for r in b]
     assert max(abs(x.logp - y.logp) for x, y in zip(a, b, strict=True)) < 1e-4
     assert [r.stats for r in a] == [r.stats for r in b]
+
+
+def test_every_registered_engine_is_checked_here():
+    assert {name.split("-")[0] for name in BACKENDS} == set(ENGINES)
 
 
 def test_toy_table_names_a_prefix_it_lacks():
