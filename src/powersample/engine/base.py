@@ -45,6 +45,7 @@ A backend passes tests/test_conformance.py by adding one parameter there.
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -284,7 +285,6 @@ class Engine(ABC):
         rows = len(seqs)
         steps = int(max_new.max())
         ext = _empty_extension(rows, steps, self.device)
-        eos = torch.tensor(self.eos_token_ids, device=self.device)
         active = max_new > 0
         for t in range(steps):
             logits = next_logits(seqs, active)  # (rows, vocab)
@@ -303,7 +303,7 @@ class Engine(ABC):
             seqs.tokens.scatter_(1, at, torch.where(active[:, None], tok[:, None], seqs.tokens.gather(1, at)))
             seqs.lengths += active
             seqs.draws += active
-            hit_eos = active & torch.isin(tok, eos)
+            hit_eos = active & torch.isin(tok, self._eos)
             ext.eos |= hit_eos
             active = active & ~hit_eos & (ext.lengths < max_new)
             if (t + 1) % sync_every == 0 and not bool(active.any()):
@@ -323,8 +323,12 @@ class Engine(ABC):
             if seqs.pending is not None:
                 seqs.pending = (torch.cat([seqs.pending[0], pad], dim=1), seqs.pending[1])
 
+    @functools.cached_property
+    def _eos(self) -> torch.Tensor:  # made once: on a GPU each new tensor is a host-to-device copy
+        return torch.tensor(self.eos_token_ids, device=self.device)
+
     def is_eos(self, tokens: torch.Tensor) -> torch.Tensor:
-        return torch.isin(tokens, torch.tensor(self.eos_token_ids, device=tokens.device))
+        return torch.isin(tokens, self._eos.to(tokens.device))
 
     def encode(self, prompt: str | Sequence[int]) -> list[int]:
         """Token ids of a prompt: strings need a tokenizer; id lists pass through."""
