@@ -15,7 +15,8 @@ A sampler holds a `Sequences` batch (one row per chain, particle or rollout) and
 - `topk`    : the k most likely next tokens of each row under the base model, without advancing.
 
 What a sampler may read of a `Sequences`: `tokens`, `lengths`, `prompt_lengths`, `seeds`, `completion(r)`
-and `len()`. Everything else (`draws`, `pending`, a backend's caches) belongs to the engine.
+and `len()`. Everything else (`draws`, `pending`, a backend's caches) belongs to the engine. Of the
+engine: `eos_token_ids`, `max_length`, `device`, `tokenizer`, `encode`, `decode`, `is_eos`.
 
 Randomness: the r-th row's i-th token is drawn by inverse CDF from `rng.uniform(seeds[r], TOKEN_STREAM, i)`,
 so a row's tokens depend on its seed only, never on which other rows share its batch.
