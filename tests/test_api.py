@@ -7,7 +7,10 @@ import torch
 from conftest import full_logp, tiny_llama
 
 import powersample
+from powersample.engine import ENGINES
+from powersample.engine.toy import ToyEngine
 from powersample.errors import PowerSampleError
+from powersample.samplers import METHODS
 
 PROMPTS = [[0, 3, 4], [0, 5], [0, 6, 7, 8]]
 SMALL = dict(max_new_tokens=12, block_size=4, mcmc_steps=2)
@@ -18,7 +21,7 @@ def model():
     return tiny_llama(vocab=16, scale=2.0)
 
 
-@pytest.mark.parametrize("method", ["power", "temperature", "greedy", "low-temperature", "best-of-n"])
+@pytest.mark.parametrize("method", METHODS.names())
 def test_every_method_returns_scored_completions(model, method):
     res = powersample.sample(model, PROMPTS, method, seed=3, num_samples=2, **SMALL)
     assert [(r.prompt_index, r.sample_index) for r in res] == [(i, j) for i in range(3) for j in range(2)]
@@ -100,3 +103,38 @@ def test_bad_inputs_are_named(model, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(PowerSampleError, match="could not load model 'no-such-org/no-such-model'"):
         powersample.sample("no-such-org/no-such-model", PROMPTS, **SMALL)
+
+
+def test_engine_option_picks_a_registered_backend(model):
+    def law(prefix):  # a toy model: the next token is likelier the closer it is to the last one
+        return [-abs(t - prefix[-1]) / 2.0 for t in range(8)]
+
+    by_name = powersample.sample(law, PROMPTS, "power", engine="toy", eos_token_id=1, seed=4, **SMALL)
+    by_object = powersample.sample(ToyEngine(law, eos_token_ids=[1]), PROMPTS, "power", seed=4, **SMALL)
+    assert [r.token_ids for r in by_name] == [r.token_ids for r in by_object]
+    table = {tuple(p): law(p) for p in PROMPTS}
+    (r,) = powersample.sample(table, PROMPTS[:1], "temperature", engine="toy", max_new_tokens=1, seed=0)
+    assert abs(r.logp - float(torch.log_softmax(torch.tensor(law(PROMPTS[0])), -1)[r.token_ids[0]])) < 1e-6
+    with pytest.raises(PowerSampleError, match="unknown engine 'tyo'. Did you mean 'toy'"):
+        powersample.sample(law, PROMPTS, engine="tyo", **SMALL)
+    with pytest.raises(PowerSampleError, match="toy engine takes no option.*reuse_cache"):
+        powersample.sample(law, PROMPTS, engine="toy", reuse_cache=False, **SMALL)
+    with pytest.raises(PowerSampleError, match="toy engine needs a table"):
+        powersample.sample("gpt2", PROMPTS, engine="toy", **SMALL)
+    assert ENGINES.names() == ["hf", "toy"]
+
+
+def test_a_registered_method_is_reachable_everywhere(model, monkeypatch, capsys):
+    """Adding a method is one registration: sample() runs it, and the CLI lists it."""
+    from powersample.cli.main import main
+    from powersample.samplers import Method
+    from powersample.samplers.baselines import temperature_sample
+    from powersample.samplers.params import TemperatureParams
+
+    monkeypatch.setitem(METHODS._entries, "my-method", Method(TemperatureParams, temperature_sample))
+    res = powersample.sample(model, PROMPTS, "my-method", seed=0, **SMALL)
+    assert len(res) == 3
+    for command in ("eval", "generate", "demo"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "my-method" in capsys.readouterr().out

@@ -7,13 +7,14 @@ from collections.abc import Sequence
 from dataclasses import fields
 
 from . import rng
+from .engine import ENGINES
 from .errors import check
 from .samplers import get_method
 from .samplers.params import build
 from .samplers.result import Result
 
 # options that are not sampler parameters
-_LOADING = {"device", "dtype", "eos_token_id", "tokenizer", "reuse_cache", "trust_remote_code"}
+_LOADING = {"engine", "device", "dtype", "eos_token_id", "tokenizer", "reuse_cache", "trust_remote_code"}
 _RUNNING = {"num_samples", "seeds", "progress", "batch_size", "chat", "variant"}
 
 
@@ -22,16 +23,16 @@ def sample(model, prompts: Sequence[str] | Sequence[Sequence[int]], method: str 
            seed: int | None = None, **options) -> list[Result]:
     """Sample completions of `prompts` from `model` with `method`; one Result per (prompt, sample).
 
-    model:   a Hugging Face name, a local folder, "gym", a transformers model object, or an Engine.
+    model:   a Hugging Face name, a local folder, "gym", a transformers model object, or an Engine;
+             with engine="toy", a table {prefix: log-probs} or a function prefix -> log-probs.
     prompts: strings (need a tokenizer) or lists of token ids.
     options: num_samples (per prompt, default 1), seeds (one per prompt; default derived from `seed`),
              temperature, top_k, top_p, n (best-of-n), batch_size (prompts per engine batch, default 32),
-             chat (apply the tokenizer's chat template), progress (a tqdm bar), device, dtype,
+             chat (apply the tokenizer's chat template), progress (a tqdm bar), engine (a name in
+             powersample.engine.ENGINES; default "hf"), device, dtype,
              eos_token_id, tokenizer, reuse_cache, and each method's own settings.
     Results are prompt-major: all samples of prompt 0, then prompt 1, ...
     """
-    from .engine.loading import load_engine
-
     spec = get_method(method)
     params = make_params(method, alpha=alpha, mcmc_steps=mcmc_steps, block_size=block_size,
                          max_new_tokens=max_new_tokens, **options)
@@ -50,7 +51,8 @@ def sample(model, prompts: Sequence[str] | Sequence[Sequence[int]], method: str 
     check(len(seeds) == len(prompts), f"seeds needs one seed per prompt: got {len(seeds)} for {len(prompts)} prompts",
           "seeds")
 
-    engine = load_engine(model, **{k: options[k] for k in _LOADING if options.get(k) is not None})
+    loading = {k: options[k] for k in _LOADING if options.get(k) is not None}
+    engine = ENGINES.get(loading.pop("engine", "hf"))(model, **loading)
     ids = [_encode(engine, p, bool(options.get("chat")), i) for i, p in enumerate(prompts)]
     extra = {"variant": options["variant"]} if "variant" in options else {}
 
@@ -77,6 +79,8 @@ def make_params(method: str, **settings):
     unknown = sorted(set(settings) - allowed)
     check(not unknown, f"unknown option(s) {unknown} for method {method!r}; options are: "
           f"{', '.join(sorted(allowed))}", unknown[0] if unknown else None)
+    if settings.get("engine") is not None:
+        ENGINES.validate(settings["engine"])
     values = {k: v for k, v in settings.items() if k not in _LOADING | _RUNNING}
     return spec.adjust(build(spec.params, values, method), values)
 
@@ -95,7 +99,7 @@ def _encode(engine, prompt, chat: bool, i: int) -> list[int]:
 def _all_param_names() -> set[str]:
     from .samplers import METHODS
 
-    return {f.name for m in METHODS.values() for f in fields(m.params)}
+    return {f.name for name in METHODS for f in fields(METHODS.get(name).params)}
 
 
 def _progress_bar(progress, method: str):

@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import time
 
+from ..samplers import METHODS
+
 # method -> extra sampler options for the gym (its completions are <= 48 tokens)
-_METHODS = {
+_GYM_OPTIONS = {
     "temperature": {"temperature": 1.0},
     "low-temperature": {},
     "greedy": {},
@@ -32,7 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("--quick", action="store_true", help="40 problems, five methods, no sweep (~40 s on 2 cores)")
     p.add_argument("--problems", type=int, default=None, help="held-out problems (default 100; quick: 40)")
-    p.add_argument("--methods", default=",".join(_METHODS), help="comma-separated methods to compare")
+    # baselines first, then the samplers (as the README shows), then any method registered since
+    everything = [*_GYM_OPTIONS, *(m for m in METHODS if m not in _GYM_OPTIONS)]
+    p.add_argument("--methods", default=",".join(everything),
+                   help="comma-separated methods to compare (default: %(default)s)")
     p.add_argument("--alpha", type=float, default=4.0)
     # the paper's N=10 is too few here: a 6-token shortcut ends its chain after one block (docs/gym.md)
     p.add_argument("--mcmc-steps", type=int, default=30, help="MH steps per block (the sweep shows 0-60)")
@@ -51,17 +56,14 @@ def run(args) -> int:
     from .. import gym, rng
     from ..api import sample
     from ..engine.loading import load_engine
-    from ..errors import PowerSampleError
     from ..evaluation.passk import wilson
-    from ..samplers import METHODS
     from .generate import check_device
 
     torch.set_num_threads(1)  # a model this small runs faster on one thread than on two
     n = args.problems or (40 if args.quick else 100)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise PowerSampleError(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}", "--methods", unknown)
+    for m in methods:
+        METHODS.validate(m)
     if args.quick:
         methods = [m for m in methods if m in ("temperature", "low-temperature", "greedy", "power", "smc")]
     problems = gym.eval_problems(n, seed=args.seed)
@@ -80,7 +82,7 @@ def run(args) -> int:
 
     def evaluate(method: str, **opts):
         t0 = time.perf_counter()
-        res = sample(engine, prompts, method, **{**base, **_METHODS.get(method, {}), **opts})
+        res = sample(engine, prompts, method, **{**base, **_GYM_OPTIONS.get(method, {}), **opts})
         secs = (time.perf_counter() - t0) / n
         correct = sum(gym.grade(problems[r.prompt_index], r.text or "", r.finished).correct for r in res)
         lo, hi = wilson(correct, n)

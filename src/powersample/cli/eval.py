@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 
 from ..errors import PowerSampleError
-
-METHODS = ("power", "temperature", "greedy", "low-temperature", "best-of-n", "smc", "scalable")
+from ..samplers import METHODS
+from ..tasks import TASKS
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -26,8 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = __doc__.split("\n", 2)[2]
     p.formatter_class = _Formatter
     what = p.add_argument_group("what to run")
-    what.add_argument("--task", required=True,
-                      help="math500, humaneval, gpqa, alpacaeval, gym, or jsonl (your own problems)")
+    what.add_argument("--task", required=True, help=f"{', '.join(TASKS)} (jsonl: your own problems)")
     what.add_argument("--model", required=True, help="Hugging Face name, local folder, or 'gym'")
     what.add_argument("--method", default="power", help=f"sampling method: {', '.join(METHODS)}")
     what.add_argument("--data", default=None, help="local data file instead of the shipped/hub data "

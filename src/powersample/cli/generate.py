@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from ..errors import PowerSampleError
+from ..samplers import METHODS
 
 
 def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,8 +27,7 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: the model's)")
     g.add_argument("--chat", action="store_true", help="wrap each prompt in the tokenizer's chat template")
     s = p.add_argument_group("sampler")
-    s.add_argument("--method", default="power", help="power, temperature, greedy, low-temperature, best-of-n, smc, "
-                   "scalable")
+    s.add_argument("--method", default="power", help=", ".join(METHODS))
     s.add_argument("--alpha", type=float, default=4.0, help="power exponent: target p^alpha")
     s.add_argument("--mcmc-steps", type=int, default=10, help="MH steps per block (power)")
     s.add_argument("--max-new-tokens", type=int, default=3072, help="T: completion length cap")

@@ -13,39 +13,30 @@ full-vocabulary logits are ever kept between calls.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from .. import rng
 from ..errors import PowerSampleError, check
 from .base import Engine, Extension, Proposal, Sequences
 
-_TOKEN_STREAM = 1  # rng stream for token draws; samplers use other stream numbers
 _SYNC_EVERY_GPU = 8  # decode steps between checks for "all rows done" on a GPU (each is a host sync)
 
 
 @dataclass(eq=False)
 class HFSequences(Sequences):
-    tokens: torch.Tensor  # (rows, capacity) int64
-    lengths: torch.Tensor  # (rows,)
-    prompt_lengths: torch.Tensor  # (rows,)
-    seeds: torch.Tensor  # (rows,)
-    draws: torch.Tensor  # (rows,)
     cache: object = None  # transformers DynamicCache, or None before the first forward
     pos: torch.Tensor | None = None  # (rows, slots) logical position held by each cache slot
     live: torch.Tensor | None = None  # (rows, slots) bool: slot is part of the row's sequence
     stale: torch.Tensor | None = None  # (rows, slots) bool: old suffix awaiting `settle`
-    backup: tuple | None = None  # (tokens, lengths, first_new_slot) saved by extend(keep=...)
-
-    def __len__(self) -> int:
-        return self.lengths.shape[0]
+    first_new: int = 0  # first slot of the suffix drawn by a pending extend(keep=...)
 
 
 class HFEngine(Engine):
     """Engine over a transformers causal LM. `reuse_cache=False` re-runs every prefix (for tests)."""
+
+    sequences_class = HFSequences
 
     def __init__(self, model, tokenizer=None, eos_token_ids: Sequence[int] | None = None,
                  reuse_cache: bool = True):
@@ -58,115 +49,42 @@ class HFEngine(Engine):
               "no EOS token: the model's generation config, config and tokenizer name none; pass eos_token_id",
               "eos_token_id")
         self.max_length = _context_length(model)
-        self._eos = torch.tensor(self.eos_token_ids, device=self.device)
 
-    # -- Engine interface --------------------------------------------------------------------
+    # -- Engine hooks ------------------------------------------------------------------------
 
-    def start(self, prompts: Sequence[Sequence[int]], seeds: Sequence[int]) -> HFSequences:
-        check(len(prompts) > 0, "no prompts given", "prompts")
-        check(len(seeds) == len(prompts), f"need one seed per prompt: {len(prompts)} prompts, {len(seeds)} seeds",
-              "seeds")
-        lens = [len(p) for p in prompts]
-        for i, n in enumerate(lens):
-            check(n > 0, f"prompt {i} is empty: a prompt needs at least one token (e.g. BOS)", "prompts", i)
-            if self.max_length is not None and n >= self.max_length:
-                raise PowerSampleError(
-                    f"prompt {i} has {n} tokens, which leaves no room in the model's context of "
-                    f"{self.max_length} tokens", "prompts", i)
-        tokens = torch.full((len(prompts), max(lens)), -1, dtype=torch.long)
-        for i, p in enumerate(prompts):
-            tokens[i, : len(p)] = torch.tensor(list(p), dtype=torch.long)
-        lengths = torch.tensor(lens, dtype=torch.long)
-        return HFSequences(tokens=tokens.to(self.device), lengths=lengths.to(self.device),
-                           prompt_lengths=lengths.clone().to(self.device),
-                           seeds=torch.tensor([int(s) for s in seeds], dtype=torch.long, device=self.device),
-                           draws=torch.zeros(len(prompts), dtype=torch.long, device=self.device))
-
-    @torch.no_grad()
-    def extend(self, seqs: HFSequences, max_new: torch.Tensor, proposal: Proposal,
-               keep: torch.Tensor | None = None, first: torch.Tensor | None = None) -> Extension:
-        rows = len(seqs)
-        max_new = torch.as_tensor(max_new, device=self.device).long().expand(rows).clone()
-        if keep is not None:
-            keep = torch.as_tensor(keep, device=self.device).long().expand(rows)
-            self._cut(seqs, keep)
+    def _extend(self, seqs: HFSequences, max_new: torch.Tensor, proposal: Proposal,
+                first: torch.Tensor | None) -> Extension:
         if not self.reuse_cache or seqs.cache is None:
             self._prefill(seqs)
-        if self.max_length is not None:  # never run past the model's context
-            max_new = torch.minimum(max_new, (self.max_length - seqs.lengths).clamp(min=0))
-        self._reserve(seqs, int(max_new.max()))
-
-        steps = int(max_new.max())
-        ext = _empty_extension(rows, steps, self.device)
-        active = max_new > 0
         sync_every = 1 if self.device.type == "cpu" else _SYNC_EVERY_GPU  # on CPU a check costs nothing
-        for t in range(steps):
-            logits = self._step(seqs, active)  # (rows, vocab) float32, next-token logits
-            logp_all = torch.log_softmax(logits, dim=-1)
-            forced = first if (t == 0 and first is not None) else None
-            tok, logq = _draw(logits, logp_all, proposal, seqs.seeds, seqs.draws, forced)
-            ent = -(logp_all.exp() * logp_all).sum(-1)
-            # masked column writes, not indexing by nonzero(): that would sync host and device per token
-            ext.tokens[:, t] = torch.where(active, tok, -1)
-            ext.logp[:, t] = torch.where(active, logp_all.gather(1, tok[:, None]).squeeze(1), 0.0)
-            ext.logq[:, t] = torch.where(active, logq, 0.0)
-            ext.entropy[:, t] = torch.where(active, ent, 0.0)
-            ext.top1[:, t] = torch.where(active, logp_all.max(-1).values.exp(), 0.0)
-            ext.lengths += active
-            at = seqs.lengths[:, None].clamp(max=seqs.tokens.shape[1] - 1)
-            seqs.tokens.scatter_(1, at, torch.where(active[:, None], tok[:, None], seqs.tokens.gather(1, at)))
-            seqs.lengths += active
-            seqs.draws += active
-            hit_eos = active & torch.isin(tok, self._eos)
-            ext.eos |= hit_eos
-            active = active & ~hit_eos & (ext.lengths < max_new)
-            if (t + 1) % sync_every == 0 and not bool(active.any()):
-                break
-        ext.tokens = ext.tokens[:, : int(ext.lengths.max()) if rows else 0]
-        for name in ("logp", "logq", "entropy", "top1"):
-            setattr(ext, name, getattr(ext, name)[:, : ext.tokens.shape[1]])
-        return ext
+        return self._decode(seqs, max_new, proposal, first, self._step, sync_every)
 
-    def settle(self, seqs: HFSequences, accept: torch.Tensor) -> None:
-        check(seqs.backup is not None, "settle() needs a preceding extend(keep=...)", "accept")
-        accept = torch.as_tensor(accept, device=self.device).bool()
-        old_tokens, old_lengths, first_new = seqs.backup
-        reject = ~accept
-        seqs.tokens[reject] = old_tokens[reject]
-        seqs.lengths = torch.where(accept, seqs.lengths, old_lengths)
+    def _cut(self, seqs: HFSequences, keep: torch.Tensor) -> None:
+        seqs.first_new = seqs.live.shape[1] if seqs.live is not None else 0
+        if seqs.cache is not None and self.reuse_cache:
+            # the cache holds tokens [0, len-1); tokens from keep-1 on are re-fed or replaced
+            seqs.stale = seqs.live & (seqs.pos >= (keep - 1)[:, None])
+            seqs.live = seqs.live & ~seqs.stale
+
+    def _settle(self, seqs: HFSequences, accept: torch.Tensor) -> None:
         if not self.reuse_cache:  # the next extend rebuilds the cache from the tokens anyway
             seqs.cache = seqs.pos = seqs.live = seqs.stale = None
         elif seqs.cache is not None:
             new_cols = torch.zeros_like(seqs.live)
-            new_cols[:, first_new:] = True
+            new_cols[:, seqs.first_new:] = True
             # rejected rows: the new suffix dies, the old one comes back; accepted: the old one dies
-            seqs.live = torch.where(reject[:, None], (seqs.live & ~new_cols) | seqs.stale, seqs.live)
+            seqs.live = torch.where(~accept[:, None], (seqs.live & ~new_cols) | seqs.stale, seqs.live)
             seqs.stale = torch.zeros_like(seqs.stale)
             self._compact(seqs)
-        seqs.backup = None
 
-    def select(self, seqs: HFSequences, index: torch.Tensor, seeds: torch.Tensor | None = None) -> HFSequences:
-        index = torch.as_tensor(index, device=self.device).long()
-        check(seqs.backup is None, "select() between extend(keep=...) and settle() is not allowed", "index")
+    def _select(self, seqs: HFSequences, index: torch.Tensor, out: HFSequences) -> None:
         if seqs.cache is None and self.reuse_cache:
             self._prefill(seqs)  # so that duplicates share one computed prefix
-        if seeds is None:  # each copy of a row gets its own stream: k-th copy of parent -> hash(parent, k)
-            parent = seqs.seeds[index]
-            copy_no = _occurrence(index)
-            seeds = torch.where(copy_no == 0, parent, rng.hash64(parent, seqs.draws[index], copy_no))
-            draws = torch.where(copy_no == 0, seqs.draws[index], torch.zeros_like(index))
-        else:
-            seeds = torch.as_tensor(seeds, device=self.device).long()
-            draws = torch.zeros_like(index)
-        out = HFSequences(tokens=seqs.tokens[index].clone(), lengths=seqs.lengths[index].clone(),
-                          prompt_lengths=seqs.prompt_lengths[index].clone(), seeds=seeds, draws=draws)
         if seqs.cache is not None:
             out.cache = _select_cache(seqs.cache, index)
             out.pos, out.live, out.stale = seqs.pos[index], seqs.live[index], seqs.stale[index]
-        return out
 
-    @torch.no_grad()
-    def topk(self, seqs: HFSequences, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _topk(self, seqs: HFSequences, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.reuse_cache or seqs.cache is None:
             self._prefill(seqs)
         slots = seqs.live.shape[1]
@@ -220,29 +138,8 @@ class HFEngine(Engine):
         _check_cache(cache)
         seqs.cache, seqs.pos, seqs.live = cache, pos, live
         seqs.stale = torch.zeros_like(live)
-        if seqs.backup is not None:  # a proposal in flight without cache reuse: nothing to restore
-            seqs.backup = (seqs.backup[0], seqs.backup[1], width)
-
-    def _cut(self, seqs: HFSequences, keep: torch.Tensor) -> None:
-        """Cut each row back to `keep` tokens, keeping what is needed to restore it in `settle`."""
-        check(bool((keep >= seqs.prompt_lengths).all() & (keep <= seqs.lengths).all()),
-              "keep must lie between each row's prompt length and its length", "keep")
-        seqs.backup = (seqs.tokens.clone(), seqs.lengths.clone(), seqs.live.shape[1] if seqs.live is not None else 0)
-        if seqs.cache is not None and self.reuse_cache:
-            # the cache holds tokens [0, len-1); tokens from keep-1 on are re-fed or replaced
-            seqs.stale = seqs.live & (seqs.pos >= (keep - 1)[:, None])
-            seqs.live = seqs.live & ~seqs.stale
-        seqs.lengths = keep.clone()
-
-    def _reserve(self, seqs: HFSequences, n: int) -> None:
-        need = int(seqs.lengths.max()) + n
-        if need > seqs.tokens.shape[1]:
-            grow = max(need - seqs.tokens.shape[1], seqs.tokens.shape[1] // 2, 16)
-            pad = torch.full((len(seqs), grow), -1, dtype=torch.long, device=self.device)
-            seqs.tokens = torch.cat([seqs.tokens, pad], dim=1)
-            if seqs.backup is not None:
-                old = seqs.backup[0]
-                seqs.backup = (torch.cat([old, pad], dim=1), *seqs.backup[1:])
+        if seqs.pending is not None:  # a proposal in flight without cache reuse: nothing to restore
+            seqs.first_new = width
 
     def _compact(self, seqs: HFSequences) -> None:
         """Move each row's live slots to the front (in logical order) and drop the empty tail."""
@@ -264,63 +161,7 @@ class HFEngine(Engine):
             layer.values = layer.values.gather(2, idx)
 
 
-# -- sampling --------------------------------------------------------------------------------------
-
-def _draw(logits: torch.Tensor, logp_all: torch.Tensor, proposal: Proposal, seeds: torch.Tensor,
-          draws: torch.Tensor, forced: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One token per row from the proposal, by inverse CDF on the row's own uniform. Returns (ids, log q)."""
-    if proposal.temperature == 0:  # greedy: a point mass, log q = 0
-        tok = logits.argmax(-1)
-        logq = torch.zeros_like(logits[:, 0])
-        if forced is not None:
-            tok = torch.where(forced >= 0, forced, tok)
-            logq = torch.where(forced >= 0, torch.where(forced == logits.argmax(-1), 0.0, -math.inf), logq)
-        return tok, logq
-    logq_all = _truncate(logits / proposal.temperature, proposal)
-    logq_all = torch.log_softmax(logq_all, dim=-1)
-    u = rng.uniform(seeds, _TOKEN_STREAM, draws)  # (rows,) float64
-    cdf = logq_all.double().exp().cumsum(-1)
-    tok = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).squeeze(1).clamp(max=logits.shape[-1] - 1)
-    if forced is not None:
-        tok = torch.where(forced >= 0, forced, tok)
-    return tok, logq_all.gather(1, tok[:, None]).squeeze(1)
-
-
-def _truncate(scaled: torch.Tensor, proposal: Proposal) -> torch.Tensor:
-    """Apply top-k / top-p to tempered logits (others to -inf), as the proposal q is defined."""
-    if proposal.top_k and proposal.top_k < scaled.shape[-1]:
-        kth = scaled.topk(proposal.top_k, dim=-1).values[:, -1:]
-        scaled = scaled.masked_fill(scaled < kth, -math.inf)
-    if proposal.top_p < 1.0:
-        sorted_logits, order = scaled.sort(dim=-1, descending=True)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cum - sorted_logits.softmax(-1) >= proposal.top_p  # keep the token that crosses top_p
-        scaled = scaled.masked_fill(torch.zeros_like(drop).scatter(1, order, drop), -math.inf)
-    return scaled
-
-
 # -- helpers ---------------------------------------------------------------------------------------
-
-def _empty_extension(rows: int, steps: int, device) -> Extension:
-    z = torch.zeros(rows, steps, dtype=torch.float32, device=device)
-    return Extension(tokens=torch.full((rows, steps), -1, dtype=torch.long, device=device), logp=z.clone(),
-                     logq=z.clone(), entropy=z.clone(), top1=z.clone(),
-                     lengths=torch.zeros(rows, dtype=torch.long, device=device),
-                     eos=torch.zeros(rows, dtype=torch.bool, device=device))
-
-
-def _occurrence(index: torch.Tensor) -> torch.Tensor:
-    """For each entry, how many earlier entries of `index` have the same value (0 for the first)."""
-    order = index.argsort(stable=True)
-    sorted_idx = index[order]
-    ar = torch.arange(len(index), device=index.device)
-    start = torch.ones_like(sorted_idx, dtype=torch.bool)
-    start[1:] = sorted_idx[1:] != sorted_idx[:-1]
-    group_start = torch.cummax(torch.where(start, ar, 0), 0).values
-    occ = torch.empty_like(index)
-    occ[order] = ar - group_start
-    return occ
-
 
 def _select_cache(cache, index: torch.Tensor):
     from transformers import DynamicCache

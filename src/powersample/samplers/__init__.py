@@ -1,17 +1,25 @@
 """Samplers: pure logic over the engine interface (power = MH, smc, scalable, baselines).
 
-`METHODS`, `get_method` and `register` live in registry.py and load on first use, so that importing
-powersample (or a grader worker process) does not import torch.
+`METHODS` names every sampling method; each entry is a `Method` (registry.py) imported on first use,
+so that listing the methods (CLI help) or importing powersample does not import torch.
 """
 
 from __future__ import annotations
 
-_REGISTRY = ("METHODS", "Method", "get_method", "register")
+from ..registry import Registry
+
+METHODS: Registry = Registry("method")
+for _name, _attr in (("power", "POWER"), ("temperature", "TEMPERATURE"), ("greedy", "GREEDY"),
+                     ("low-temperature", "LOW_TEMPERATURE"), ("best-of-n", "BEST_OF_N"), ("smc", "SMC"),
+                     ("scalable", "SCALABLE")):
+    METHODS.register(_name, f"powersample.samplers.registry:{_attr}")
+get_method = METHODS.get
+register = METHODS.register  # add a sampling method: register("mine", Method(MyParams, my_run))
 
 
 def __getattr__(name: str):
-    if name in _REGISTRY:
-        from . import registry
+    if name == "Method":
+        from .registry import Method
 
-        return getattr(registry, name)
+        return Method
     raise AttributeError(f"module 'powersample.samplers' has no attribute {name!r}")

@@ -1,16 +1,15 @@
-"""The method registry: a method name -> (its params class, its runner, how shared arguments adjust it).
+"""What a sampling method is: its params class, its runner, how shared arguments adjust it.
+The methods are registered by name in `powersample.samplers.METHODS`.
 
 Every runner has the signature run(engine, prompts, seeds, params, num_samples, progress) -> list[Result].
 """
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..errors import PowerSampleError
 from . import baselines, power, scalable, smc
 from .params import BestOfNParams, PowerParams, ScalableParams, SMCParams, TemperatureParams
 
@@ -35,28 +34,10 @@ def _run_as(name: str):
     return lambda *a, **k: baselines.temperature_sample(*a, **k, method=name)
 
 
-METHODS: dict[str, Method] = {
-    "power": Method(PowerParams, power.power_sample),
-    "temperature": Method(TemperatureParams, _run_as("temperature")),
-    "greedy": Method(TemperatureParams, _run_as("greedy"), _greedy),
-    "low-temperature": Method(TemperatureParams, _run_as("low-temperature"), _low_temperature),
-    "best-of-n": Method(BestOfNParams, baselines.best_of_n),
-    "smc": Method(SMCParams, smc.smc_sample),
-    "scalable": Method(ScalableParams, scalable.scalable_sample),
-}
-
-
-def get_method(name: str) -> Method:
-    """The method called `name`, or an error listing the known ones."""
-    if name not in METHODS:
-        close = difflib.get_close_matches(name, METHODS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise PowerSampleError(f"unknown method {name!r}.{hint} Known methods: {', '.join(METHODS)}", "method", name)
-    return METHODS[name]
-
-
-def register(name: str, method: Method) -> None:
-    """Add a sampling method (later samplers, or a user's own)."""
-    if name in METHODS:
-        raise PowerSampleError(f"method {name!r} is already registered", "method", name)
-    METHODS[name] = method
+POWER = Method(PowerParams, power.power_sample)
+TEMPERATURE = Method(TemperatureParams, _run_as("temperature"))
+GREEDY = Method(TemperatureParams, _run_as("greedy"), _greedy)
+LOW_TEMPERATURE = Method(TemperatureParams, _run_as("low-temperature"), _low_temperature)
+BEST_OF_N = Method(BestOfNParams, baselines.best_of_n)
+SMC = Method(SMCParams, smc.smc_sample)
+SCALABLE = Method(ScalableParams, scalable.scalable_sample)

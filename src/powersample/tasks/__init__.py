@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..registry import Registry
 from .base import Grade, Problem, Task
-from .registry import Registry
 
 TASKS: Registry[type[Task]] = Registry("task")
 TASKS.register("math500", "powersample.tasks.math500:Math500")

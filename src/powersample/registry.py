@@ -1,12 +1,12 @@
-"""A generic name -> object registry with lazy "module:attr" entries.
+"""One way to register things by name: methods, tasks and engines, each a `Registry`.
 
-    tasks = Registry("task")
-    tasks.register("math500", "powersample.tasks.math500:Math500")  # imported on first get()
-    tasks.get("math500")  # -> the Math500 class
-    tasks.get("math5000")  # PowerSampleError: unknown task 'math5000'. Did you mean 'math500'? ...
+    TASKS = Registry("task")
+    TASKS.register("math500", "powersample.tasks.math500:Math500")  # imported on first get()
+    TASKS.get("math500")  # -> the Math500 class
+    TASKS.get("math5000")  # PowerSampleError: unknown task 'math5000'. Did you mean 'math500'? ...
 
-Lazy entries keep `import powersample.tasks` cheap: a task's module (and math-verify, datasets...)
-is imported only when that task is asked for.
+Lazy "module:attr" entries keep imports cheap: `powersample --help` lists every method without
+importing torch, and a task's module (with math-verify, datasets...) is imported only when asked for.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import importlib
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
-from ..errors import PowerSampleError
+from .errors import PowerSampleError
 
 T = TypeVar("T")
 
@@ -25,7 +25,7 @@ class Registry(Generic[T]):
     """Names to objects (or to "module:attr" strings resolved on first use)."""
 
     def __init__(self, kind: str):
-        self.kind = kind  # what the entries are, for messages ("task", "grader")
+        self.kind = kind  # what the entries are, for messages ("task", "method", "engine")
         self._entries: dict[str, T | str] = {}
 
     def register(self, name: str, obj: T | str) -> T | str:
@@ -35,14 +35,18 @@ class Registry(Generic[T]):
         self._entries[name] = obj
         return obj
 
-    def get(self, name: str) -> T:
-        """The object registered as `name`; unknown names raise with suggestions and the known names."""
+    def validate(self, name: str) -> str:
+        """`name` if it is registered (nothing is imported); else raise with a suggestion and the known names."""
         if name not in self._entries:
             close = difflib.get_close_matches(str(name), self._entries, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise PowerSampleError(f"unknown {self.kind} {name!r}.{hint} Available: "
                                    f"{', '.join(self.names())}", self.kind, name)
-        obj = self._entries[name]
+        return name
+
+    def get(self, name: str) -> T:
+        """The object registered as `name`, imported on first use; unknown names raise as `validate`."""
+        obj = self._entries[self.validate(name)]
         if isinstance(obj, str) and ":" in obj:
             module, attr = obj.split(":", 1)
             obj = getattr(importlib.import_module(module), attr)
