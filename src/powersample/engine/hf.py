@@ -23,7 +23,7 @@ from .. import rng
 from ..errors import PowerSampleError, check
 from .base import Engine, Extension, Proposal, Sequences
 
-_TOKEN_STREAM = 1  # rng stream for token draws; samplers use other stream numbers
+_TOKEN_STREAM = rng.Stream.TOKEN  # rng stream for token draws (all stream numbers: rng.Stream)
 _SYNC_EVERY_GPU = 8  # decode steps between checks for "all rows done" on a GPU (each is a host sync)
 
 
