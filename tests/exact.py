@@ -46,7 +46,7 @@ class Enumeration:
     def mh_kernel(self, temperature: float, variant: str = "exact") -> np.ndarray:
         """Exact transition matrix of one MH step (uniform position, suffix redrawn at `temperature`).
 
-        `variant` gives the kernel of a broken sampler (see powersample.samplers.power._VARIANTS).
+        `variant` gives the kernel of a broken sampler (see test_power_exact.VARIANTS).
         """
         n = len(self.outcomes)
         P = np.zeros((n, n))
@@ -99,3 +99,72 @@ def noise_tolerance(dist: np.ndarray, n: int, quantile: float = 0.999, trials: i
     g = np.random.default_rng(seed)
     draws = g.multinomial(n, dist, size=trials) / n
     return float(np.quantile(0.5 * np.abs(draws - dist).sum(1), quantile))
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    top = x.max(-1, keepdims=True)
+    return x - top - np.log(np.exp(x - top).sum(-1, keepdims=True))
+
+
+class Tree:
+    """Every prefix of every completion as a node: log p of each next token, children, outcome index."""
+
+    def __init__(self, enum: Enumeration):
+        vocab = len(enum.next_logprobs((), 1.0))
+        nodes = sorted({x[:t] for x in enum.outcomes for t in range(len(x) + 1)}, key=lambda y: (len(y), y))
+        ids = {y: i for i, y in enumerate(nodes)}
+        self.terminal = np.array([y in enum.index for y in nodes])
+        self.outcome = np.array([enum.index.get(y, -1) for y in nodes])
+        self.logp = np.array([enum.next_logprobs(y, 1.0) if not term else np.zeros(vocab)
+                              for y, term in zip(nodes, self.terminal, strict=True)])  # (nodes, V)
+        self.child = np.array([[ids.get(y + (v,), -1) for v in range(vocab)] for y in nodes])
+
+
+def smc_law(enum: Enumeration, n: int, systems: int, ess_threshold: float = 0.5, bridge_tokens: int = 0,
+            temperature: float | None = None, seed: int = 0, reset: bool = True) -> np.ndarray:
+    """The output law of Power-SMC with n particles (systematic resampling), estimated from `systems`
+    simulated systems: the algorithm written out in numpy on the enumerated model, no sampler code.
+    reset=False is the broken form that keeps each particle's weight through resampling."""
+    tree, alpha, g = Tree(enum), enum.alpha, np.random.default_rng(seed)
+    exponent = lambda t: alpha if bridge_tokens == 0 or t >= bridge_tokens else (  # noqa: E731
+        1 + (alpha - 1) * t / bridge_tokens)
+    node = np.zeros((systems, n), dtype=np.int64)  # every particle starts at the empty prefix
+    logw, logp = np.zeros((systems, n)), np.zeros((systems, n))
+    steps = np.zeros(systems, dtype=np.int64)
+    for t in range(1, enum.T + 1):
+        a_t, a_prev = exponent(t), exponent(t - 1)
+        drew = ~tree.terminal[node]
+        active = drew.any(1)
+        if not active.any():
+            break
+        lp_all = tree.logp[node]  # (S, N, V)
+        lq_all = _log_softmax(lp_all / (1 / a_t if temperature is None else temperature))
+        cdf = np.exp(lq_all).cumsum(-1)
+        tok = np.minimum((cdf < g.random((systems, n, 1))).sum(-1), cdf.shape[-1] - 1)
+        lp = np.take_along_axis(lp_all, tok[..., None], -1)[..., 0]
+        lq = np.take_along_axis(lq_all, tok[..., None], -1)[..., 0]
+        inc = np.where(drew, a_t * lp - lq, 0.0) + ((a_t - a_prev) * logp if a_t != a_prev else 0.0)
+        logw = np.where(active[:, None], logw + inc, logw)
+        logp = logp + np.where(drew, lp, 0.0)
+        node = np.where(drew, tree.child[node, tok], node)
+        steps += active
+        top = logw.max(1, keepdims=True)
+        w = np.exp(logw - top)
+        ess = w.sum(1) ** 2 / (w**2).sum(1)
+        low = active & (ess < ess_threshold * n)
+        if low.any():
+            cdf = (w / w.sum(1, keepdims=True)).cumsum(1)
+            ptr = (g.random((systems, 1)) + np.arange(n)) / n  # systematic: one uniform per system
+            anc = np.minimum((cdf[:, None, :] <= ptr[:, :, None]).sum(-1), n - 1)  # (S, N)
+            anc = np.where(low[:, None], anc, np.arange(n))
+            mean = np.log(w.mean(1, keepdims=True)) + top
+            node, logp = np.take_along_axis(node, anc, 1), np.take_along_axis(logp, anc, 1)
+            kept = np.take_along_axis(logw, anc, 1)
+            logw = np.where(low[:, None], mean, kept) if reset else kept
+    rise = alpha - np.array([exponent(s) for s in range(enum.T + 1)])[steps]
+    logw = logw + rise[:, None] * logp
+    w = np.exp(logw - logw.max(1, keepdims=True))
+    cdf = (w / w.sum(1, keepdims=True)).cumsum(1)
+    pick = np.minimum((cdf < g.random((systems, 1))).sum(1), n - 1)
+    out = tree.outcome[np.take_along_axis(node, pick[:, None], 1)[:, 0]]
+    return np.bincount(out, minlength=len(enum.outcomes)) / systems

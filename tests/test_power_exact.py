@@ -22,7 +22,7 @@ from exact import Enumeration, noise_tolerance, tv
 
 from powersample.engine.hf import HFEngine
 from powersample.samplers.params import PowerParams
-from powersample.samplers.power import power_sample
+from powersample.samplers.power import power_sample, suffix_log_ratio
 
 ALPHA, T, CHAINS = 4.0, 3, 20_000
 PROMPT = [0, 2]
@@ -51,7 +51,35 @@ def _tolerance(enum, law) -> float:
 
 def _run(model, params, variant: str, seed: int = 0):
     eng = HFEngine(model, eos_token_ids=[1])
-    return power_sample(eng, [PROMPT], [seed], params, num_samples=CHAINS, variant=variant)
+    return power_sample(eng, [PROMPT], [seed], params, num_samples=CHAINS, log_ratio=VARIANTS[variant])
+
+
+# -- the acceptance ratio as public code gets it wrong (each must fail the exactness test) -----------
+
+def _no_proposal_correction(alpha, track, t, ext):
+    # accepts with pi(x')/pi(x) only: the chain then targets roughly pi * q, not pi
+    lp_old, _ = track.suffix_sums(t)
+    return alpha * (ext.logp.double().sum(1) - lp_old)
+
+
+def _shorter_length(alpha, track, t, ext):
+    # compares the two suffixes token by token up to the shorter one's length
+    m = torch.minimum(track.length - t, ext.lengths)
+    lp_old, lq_old = track.suffix_sums(t, m)
+    cols = torch.arange(ext.logp.shape[1], device=ext.logp.device)[None, :] < m[:, None]
+    lp_new = (ext.logp.double() * cols).sum(1)
+    lq_new = (ext.logq.double() * cols).sum(1)
+    return alpha * (lp_new - lp_old) + (lq_old - lq_new)
+
+
+def _no_position_correction(alpha, track, t, ext):
+    # forgets that picking t has probability 1/|x| forward and 1/|x'| back
+    lp_old, lq_old = track.suffix_sums(t)
+    return alpha * (ext.logp.double().sum(1) - lp_old) + (lq_old - ext.logq.double().sum(1))
+
+
+VARIANTS = {"exact": suffix_log_ratio, "no-proposal-correction": _no_proposal_correction,
+            "shorter-length": _shorter_length, "no-position-correction": _no_position_correction}
 
 
 def test_target_is_not_trivial_and_the_chain_mixes(setup):
