@@ -168,3 +168,32 @@ def smc_law(enum: Enumeration, n: int, systems: int, ess_threshold: float = 0.5,
     pick = np.minimum((cdf < g.random((systems, 1))).sum(1), n - 1)
     out = tree.outcome[np.take_along_axis(node, pick[:, None], 1)[:, 0]]
     return np.bincount(out, minlength=len(enum.outcomes)) / systems
+
+
+def blocked_mh_law(model, prompt: list[int], eos: int, vocab: int, T: int, alpha: float, temperature: float,
+                   steps: int, stop_at_eos: bool) -> np.ndarray:
+    """Exact law of MH power sampling with blocks of one token (over Enumeration(T).outcomes): each block
+    extends the unfinished chains by a token from the proposal, then runs `steps` MH steps with the length
+    cap at the block's end; with stop_at_eos a chain whose sample ends with EOS after a block is frozen."""
+    enums = [Enumeration(model, prompt, eos, vocab, b, alpha) for b in range(1, T + 1)]
+    frozen = np.zeros(len(enums[-1].outcomes))
+    active = {(): 1.0}  # sample -> probability, chains still moving
+    for enum in enums:
+        grown = np.zeros(len(enum.outcomes))
+        for x, p in active.items():
+            if x and x[-1] == eos:  # already ended (only without stop_at_eos): nothing to extend
+                grown[enum.index[x]] += p
+                continue
+            q = np.exp(enum.next_logprobs(x, temperature))
+            for v in range(vocab):
+                grown[enum.index[(*x, v)]] += p * q[v]
+        d = grown @ np.linalg.matrix_power(enum.mh_kernel(temperature), steps)
+        active = {}
+        for x, p in zip(enum.outcomes, d, strict=True):
+            if stop_at_eos and x[-1] == eos:
+                frozen[enums[-1].index[x]] += p
+            elif p > 0:
+                active[x] = p
+    for x, p in active.items():
+        frozen[enums[-1].index[x]] += p
+    return frozen

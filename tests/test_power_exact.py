@@ -18,7 +18,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import tiny_llama
-from exact import Enumeration, noise_tolerance, tv
+from exact import Enumeration, blocked_mh_law, noise_tolerance, tv
 
 from powersample.engine.hf import HFEngine
 from powersample.samplers.params import PowerParams
@@ -138,3 +138,17 @@ def test_paper_proposal_mixes_slowly_when_pi_favours_early_eos():
     assert 0.2 < eos_mass < 0.6
     assert tv(enum.law_after(400, 1 / ALPHA), enum.pi) > 0.2
     assert tv(enum.law_after(400, 1.0), enum.pi) < 0.01
+
+
+def test_stopping_at_eos_is_biased_even_after_mixing():
+    """The paper's rule (stop_at_eos=True) freezes a chain whose sample ends with EOS after a block. Computed
+    exactly for three blocks of one token and 200 MH steps per block (each block's chain has mixed): without
+    the rule the law is pi_alpha; with it, short answers are absorbing and the law stays off by the figure in
+    docs/samplers.md."""
+    kwargs, temperature, _, _ = CONFIGS["lengths"]
+    model = tiny_llama(hidden=16, layers=1, heads=2, kv_heads=1, eos=1, **kwargs)
+    enum = Enumeration(model, PROMPT, eos=1, vocab=kwargs["vocab"], T=T, alpha=ALPHA)
+    law = {stop: blocked_mh_law(model, PROMPT, 1, kwargs["vocab"], T, ALPHA, temperature, 200, stop)
+           for stop in (True, False)}
+    assert tv(law[False], enum.pi) < 1e-3
+    assert abs(tv(law[True], enum.pi) - 0.0077) < 0.0005
