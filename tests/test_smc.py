@@ -101,6 +101,7 @@ def test_distance_to_pi_alpha_falls_with_particles(setup, sweep):
     assert dist[1] > dist[4] > dist[16] > dist[64], dist
     law = smc_law(enum, 16, SIMULATED)
     ok, msg = _check(enum, emp[16], law)
+    print(f"paper, N = 16: {msg}")
     assert ok, msg
     assert dist[1] > 2 * (tv(law, enum.pi) + noise_tolerance(law, SYSTEMS))  # N = 1 fails it: it can fail
     assert sum(r.stats["resamples"] for r in runs[16]) > 0  # resampling was exercised
@@ -143,6 +144,7 @@ def test_smc_matches_its_law_where_pi_favours_early_eos(lengths, bridge):
     assert sum(eos_by_length) > 0.3 and min(eos_by_length) > 0  # pi puts real mass on EOS-ended completions
     emp = enum.empirical([r.token_ids for r in _run(engine, 16, temperature=1.0, bridge_tokens=bridge)])
     ok, msg = _check(enum, emp, smc_law(enum, 16, SIMULATED, temperature=1.0, bridge_tokens=bridge))
+    print(f"lengths-1, N = 16, bridge {bridge}: {msg}")
     assert ok, msg
     assert tv(enum.proposal_dist(1.0), enum.pi) > 2 * tv(emp, enum.pi)  # the weights did real work
 
@@ -157,6 +159,7 @@ def test_broken_smc_fails_the_same_checks(lengths, monkeypatch, broken):
     increment = _per_token_bridge if broken == "per-token-bridge" else log_increment
     emp = enum.empirical([r.token_ids for r in _run(engine, 16, increment, temperature=1.0, bridge_tokens=bridge)])
     ok, msg = _check(enum, emp, law)
+    print(f"{broken}: {msg}")
     assert not ok, f"{broken} passed: {msg}"
 
 

@@ -11,6 +11,11 @@ block's length cap or EOS, and accepts with probability min(1, r),
 
 Every term comes from the forward pass that drew the token; nothing is re-scored.
 All chains of all prompts advance together, one row each in a single engine batch.
+
+What it samples: pi_alpha in the limit of MH steps with an untruncated proposal and either one block or
+stop_at_eos=False. The paper's stop_at_eos=True freezes chains that end with EOS after a block (biased
+towards short answers), and a top_k/top_p proposal confines the chain to what q can reach (pi restricted
+to that set). Measured in docs/samplers.md.
 """
 
 from __future__ import annotations

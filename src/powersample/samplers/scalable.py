@@ -22,6 +22,8 @@ times with its KV cache, and one `extend` forces the candidate and draws the H t
 
 `exact_zeta=True` replaces the rollouts by enumerating every future up to H (tiny vocabularies only):
 with K = vocabulary size and H >= max_new_tokens, the sampler then draws exactly from pi_alpha.
+Fewer candidates (K < vocabulary) or a shorter horizon (H < T - t) are approximations whose bias more
+rollouts do not remove (measured in docs/samplers.md).
 """
 
 from __future__ import annotations

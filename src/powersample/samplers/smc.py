@@ -10,10 +10,15 @@ proposal q multiplies its weight by gamma_t / (gamma_t-1 * q):
 Without bridging alpha_t = alpha and the second line vanishes. With bridging, alpha_t rises linearly
 from 1 to alpha over `bridge_tokens` tokens, and the second line is what keeps the final target
 p^alpha exact (the per-token form p(y_t)^alpha_t / q alone would target prod_t p(y_t)^alpha_t).
-A finished particle (EOS) draws nothing and keeps its weight, apart from that bridging term.
+A finished particle (EOS) draws nothing and keeps its weight, apart from that bridging term. A system
+none of whose particles can draw (all ended, or at the model's context) is frozen: no more weight terms,
+resampling or statistics (a system stopped inside the bridge gets the rest of the exponent's rise at the
+end), so what it returns depends on its own seed only, never on what else is in the batch.
 When a system's effective sample size (sum w)^2 / sum w^2 drops below ess_threshold * N it is
 resampled; `engine.select` copies the chosen rows with their KV caches, so no prefix is recomputed.
-At the end one particle per system is drawn with probability proportional to its weight.
+At the end one particle per system is drawn with probability proportional to its weight. The output
+law reaches pi_alpha as N grows (bias O(1/N); measured in docs/samplers.md), and exp(log_z), the mean
+final weight, is an unbiased estimate of sum_y p(y)^alpha.
 
 Each requested sample is its own particle system (independent samples, not N draws from one system).
 With N = 1 the weight never matters and the output is a plain draw from the proposal.
