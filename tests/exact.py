@@ -12,6 +12,38 @@ from functools import cache
 import numpy as np
 import torch
 
+# next-token probabilities of a bigram model (vocab 4, EOS = 1), by the previous token; from prompt [0, 2],
+# pi_4 puts 35%, 36% and 29% of its mass on completions ending with EOS at lengths 1, 2 and 3 (T = 3)
+EOS_LENGTHS_TABLE = [
+    [0.21, 0.24, 0.005, 0.545],  # after 0
+    [0.25, 0.25, 0.25, 0.25],  # after EOS (never used)
+    [0.48, 0.25, 0.005, 0.265],  # after 2
+    [0.04, 0.94, 0.005, 0.015],  # after 3
+]
+
+
+def bigram_llama(table=EOS_LENGTHS_TABLE):
+    """A one-layer Llama that is exactly a bigram model: attention and MLP write nothing to the residual
+    stream, the embedding is one-hot, and the output head holds log table[u][v] (RMSNorm scales one-hot
+    vectors by sqrt(hidden), which the head divides back out)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    logits = torch.tensor(table, dtype=torch.float32).log()  # (V, V): row = previous token
+    vocab = len(table)
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=vocab, intermediate_size=2 * vocab, num_hidden_layers=1,
+                      num_attention_heads=1, num_key_value_heads=1, max_position_embeddings=64, bos_token_id=0,
+                      eos_token_id=1, pad_token_id=None, tie_word_embeddings=False, rms_norm_eps=1e-12)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        model.model.embed_tokens.weight.copy_(torch.eye(vocab))
+        model.model.layers[0].self_attn.o_proj.weight.zero_()
+        model.model.layers[0].mlp.down_proj.weight.zero_()
+        model.model.norm.weight.fill_(1.0)
+        model.lm_head.weight.copy_(logits.T / vocab**0.5)
+    model.generation_config.eos_token_id = 1
+    return model.eval()
+
 
 class Enumeration:
     def __init__(self, model, prompt: list[int], eos: int, vocab: int, T: int, alpha: float):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import tiny_llama
-from exact import Enumeration, blocked_mh_law, noise_tolerance, tv
+from exact import Enumeration, bigram_llama, blocked_mh_law, noise_tolerance, tv
 
 from powersample.engine.hf import HFEngine
 from powersample.samplers.params import PowerParams
@@ -152,3 +152,23 @@ def test_stopping_at_eos_is_biased_even_after_mixing():
            for stop in (True, False)}
     assert tv(law[False], enum.pi) < 1e-3
     assert abs(tv(law[True], enum.pi) - 0.0077) < 0.0005
+
+
+def test_mh_on_a_model_with_eos_at_every_length():
+    """exact.bigram_llama: pi_4 puts about a third of its mass on EOS-ended completions of each length 1, 2
+    and 3. 4,000 chains of 20 steps (temperature-1 proposal) match pi; every broken ratio fails."""
+    model = bigram_llama()
+    enum = Enumeration(model, PROMPT, eos=1, vocab=4, T=T, alpha=ALPHA)
+    eos_by_length = [sum(p for x, p in zip(enum.outcomes, enum.pi, strict=True) if x[-1] == 1 and len(x) == k)
+                     for k in range(1, T + 1)]
+    assert min(eos_by_length) > 0.25
+    chains, steps = 4_000, 20
+    law = enum.law_after(steps, 1.0)
+    tol = tv(law, enum.pi) + noise_tolerance(law, chains)
+    params = PowerParams(alpha=ALPHA, mcmc_steps=steps, max_new_tokens=T, block_size=T, temperature=1.0)
+    engine = HFEngine(model, eos_token_ids=[1])
+    for variant, ratio in VARIANTS.items():
+        res = power_sample(engine, [PROMPT], [0], params, num_samples=chains, log_ratio=ratio)
+        d = tv(enum.empirical([r.token_ids for r in res]), enum.pi)
+        print(f"bigram, {variant}: TV {d:.4f}, tolerance {tol:.4f}")
+        assert (d < tol) == (variant == "exact"), f"{variant}: TV {d:.4f} vs tolerance {tol:.4f}"

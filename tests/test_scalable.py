@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_llama
-from exact import Enumeration, noise_tolerance, tv
+from exact import Enumeration, bigram_llama, noise_tolerance, tv
 
 import powersample
 from powersample.engine.hf import HFEngine
@@ -178,12 +178,16 @@ def test_sampler_draws_from_the_algorithms_law(setup, laws, m, jackknife):
         assert r.method == "scalable" and r.stats["candidates"] == V and r.stats["rollouts"] == m
 
 
-def test_exact_zeta_samples_pi_alpha_where_pi_favours_early_eos():
-    model = tiny_llama(hidden=16, layers=1, heads=2, kv_heads=1, eos=1, **LENGTHS)
-    enum = Enumeration(model, PROMPT, eos=1, vocab=LENGTHS["vocab"], T=T, alpha=ALPHA)
+@pytest.mark.parametrize("name", ["lengths-1", "bigram"])
+def test_exact_zeta_samples_pi_alpha_where_pi_favours_early_eos(name):
+    """lengths-1: 39% of pi on EOS-ended completions (nearly all at length 1); bigram: a third at each length."""
+    if name == "bigram":
+        model = bigram_llama()
+    else:
+        model = tiny_llama(hidden=16, layers=1, heads=2, kv_heads=1, eos=1, **LENGTHS)
+    enum = Enumeration(model, PROMPT, eos=1, vocab=4, T=T, alpha=ALPHA)
     assert sum(p for x, p in zip(enum.outcomes, enum.pi, strict=True) if x[-1] == 1) > 0.3
-    params = ScalableParams(alpha=ALPHA, top_k_candidates=LENGTHS["vocab"], horizon=T, max_new_tokens=T,
-                            exact_zeta=True)
+    params = ScalableParams(alpha=ALPHA, top_k_candidates=4, horizon=T, max_new_tokens=T, exact_zeta=True)
     res = scalable_sample(HFEngine(model, eos_token_ids=[1]), [PROMPT], [0], params, num_samples=SAMPLES)
     emp = enum.empirical([r.token_ids for r in res])
     noise = noise_tolerance(enum.pi, SAMPLES)

@@ -11,9 +11,10 @@ noise: the 99.9% quantile of TV for S iid draws (simulated); mc: the same for la
 Broken samplers (a weight increment without the bridging prefix term; no weight reset after
 resampling) must fail the same checks.
 
-Two models: "paper" (EOS rare, so the paper's proposal, temperature 1/alpha, covers pi) and "lengths"
-(pi puts ~39% of its mass on completions that end early with EOS, nearly all at length 1; proposal at
-temperature 1, the setting where SMC's O(1/N) bias is small enough to test at N = 16).
+Models: "paper" (EOS rare, so the paper's proposal, temperature 1/alpha, covers pi); "lengths-1" (pi puts
+~39% of its mass on completions that end early with EOS, nearly all at length 1) and "bigram"
+(exact.bigram_llama: 34%, 35% and 32% at lengths 1, 2 and 3), both with a temperature-1 proposal, the
+setting where SMC's O(1/N) bias is small enough to test at N = 16.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import math
 import pytest
 import torch
 from conftest import tiny_llama
-from exact import Enumeration, noise_tolerance, smc_law, tv
+from exact import Enumeration, bigram_llama, noise_tolerance, smc_law, tv
 
 import powersample
 from powersample.engine.hf import HFEngine
@@ -131,27 +132,31 @@ def test_results_carry_true_log_p_and_every_particles_tokens(setup, sweep):
 
 
 @pytest.fixture(scope="module")
-def lengths():
-    model, enum = _model(LENGTHS)
-    eos_by_length = [sum(p for x, p in zip(enum.outcomes, enum.pi, strict=True) if x[-1] == 1 and len(x) == k)
-                     for k in range(1, T + 1)]
-    return enum, HFEngine(model, eos_token_ids=[1]), eos_by_length
+def eos_models():
+    """name -> (enumeration, engine): `lengths-1` (39% of pi on EOS, nearly all at length 1) and `bigram`
+    (34%, 35% and 32% at lengths 1, 2 and 3)."""
+    lengths_model, lengths_enum = _model(LENGTHS)
+    bigram = bigram_llama()
+    bigram_enum = Enumeration(bigram, PROMPT, eos=1, vocab=4, T=T, alpha=ALPHA)
+    return {"lengths-1": (lengths_enum, HFEngine(lengths_model, eos_token_ids=[1])),
+            "bigram": (bigram_enum, HFEngine(bigram, eos_token_ids=[1]))}
 
 
+@pytest.mark.parametrize("name", ["lengths-1", "bigram"])
 @pytest.mark.parametrize("bridge", [0, 2 * T])  # 2T > T: every system ends inside the bridge (end correction)
-def test_smc_matches_its_law_where_pi_favours_early_eos(lengths, bridge):
-    enum, engine, eos_by_length = lengths
-    assert sum(eos_by_length) > 0.3 and min(eos_by_length) > 0  # pi puts real mass on EOS-ended completions
+def test_smc_matches_its_law_where_pi_favours_early_eos(eos_models, name, bridge):
+    enum, engine = eos_models[name]
+    assert sum(p for x, p in zip(enum.outcomes, enum.pi, strict=True) if x[-1] == 1) > 0.3
     emp = enum.empirical([r.token_ids for r in _run(engine, 16, temperature=1.0, bridge_tokens=bridge)])
     ok, msg = _check(enum, emp, smc_law(enum, 16, SIMULATED, temperature=1.0, bridge_tokens=bridge))
-    print(f"lengths-1, N = 16, bridge {bridge}: {msg}")
+    print(f"{name}, N = 16, bridge {bridge}: {msg}")
     assert ok, msg
     assert tv(enum.proposal_dist(1.0), enum.pi) > 2 * tv(emp, enum.pi)  # the weights did real work
 
 
 @pytest.mark.parametrize("broken", ["per-token-bridge", "no-reset"])
-def test_broken_smc_fails_the_same_checks(lengths, monkeypatch, broken):
-    enum, engine, _ = lengths
+def test_broken_smc_fails_the_same_checks(eos_models, monkeypatch, broken):
+    enum, engine = eos_models["lengths-1"]
     bridge = 2 * T if broken == "per-token-bridge" else 0
     law = smc_law(enum, 16, SIMULATED, temperature=1.0, bridge_tokens=bridge)
     if broken == "no-reset":
