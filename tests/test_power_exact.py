@@ -18,11 +18,11 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import tiny_llama
-from exact import Enumeration, noise_tolerance, tv
+from exact import Enumeration, bigram_llama, blocked_mh_law, noise_tolerance, tv
 
 from powersample.engine.hf import HFEngine
 from powersample.samplers.params import PowerParams
-from powersample.samplers.power import power_sample
+from powersample.samplers.power import power_sample, suffix_log_ratio
 
 ALPHA, T, CHAINS = 4.0, 3, 20_000
 PROMPT = [0, 2]
@@ -51,7 +51,35 @@ def _tolerance(enum, law) -> float:
 
 def _run(model, params, variant: str, seed: int = 0):
     eng = HFEngine(model, eos_token_ids=[1])
-    return power_sample(eng, [PROMPT], [seed], params, num_samples=CHAINS, variant=variant)
+    return power_sample(eng, [PROMPT], [seed], params, num_samples=CHAINS, log_ratio=VARIANTS[variant])
+
+
+# -- the acceptance ratio as public code gets it wrong (each must fail the exactness test) -----------
+
+def _no_proposal_correction(alpha, track, t, ext):
+    # accepts with pi(x')/pi(x) only: the chain then targets roughly pi * q, not pi
+    lp_old, _ = track.suffix_sums(t)
+    return alpha * (ext.logp.double().sum(1) - lp_old)
+
+
+def _shorter_length(alpha, track, t, ext):
+    # compares the two suffixes token by token up to the shorter one's length
+    m = torch.minimum(track.length - t, ext.lengths)
+    lp_old, lq_old = track.suffix_sums(t, m)
+    cols = torch.arange(ext.logp.shape[1], device=ext.logp.device)[None, :] < m[:, None]
+    lp_new = (ext.logp.double() * cols).sum(1)
+    lq_new = (ext.logq.double() * cols).sum(1)
+    return alpha * (lp_new - lp_old) + (lq_old - lq_new)
+
+
+def _no_position_correction(alpha, track, t, ext):
+    # forgets that picking t has probability 1/|x| forward and 1/|x'| back
+    lp_old, lq_old = track.suffix_sums(t)
+    return alpha * (ext.logp.double().sum(1) - lp_old) + (lq_old - ext.logq.double().sum(1))
+
+
+VARIANTS = {"exact": suffix_log_ratio, "no-proposal-correction": _no_proposal_correction,
+            "shorter-length": _shorter_length, "no-position-correction": _no_position_correction}
 
 
 def test_target_is_not_trivial_and_the_chain_mixes(setup):
@@ -110,3 +138,37 @@ def test_paper_proposal_mixes_slowly_when_pi_favours_early_eos():
     assert 0.2 < eos_mass < 0.6
     assert tv(enum.law_after(400, 1 / ALPHA), enum.pi) > 0.2
     assert tv(enum.law_after(400, 1.0), enum.pi) < 0.01
+
+
+def test_stopping_at_eos_is_biased_even_after_mixing():
+    """The paper's rule (stop_at_eos=True) freezes a chain whose sample ends with EOS after a block. Computed
+    exactly for three blocks of one token and 200 MH steps per block (each block's chain has mixed): without
+    the rule the law is pi_alpha; with it, short answers are absorbing and the law stays off by the figure in
+    docs/samplers.md."""
+    kwargs, temperature, _, _ = CONFIGS["lengths"]
+    model = tiny_llama(hidden=16, layers=1, heads=2, kv_heads=1, eos=1, **kwargs)
+    enum = Enumeration(model, PROMPT, eos=1, vocab=kwargs["vocab"], T=T, alpha=ALPHA)
+    law = {stop: blocked_mh_law(model, PROMPT, 1, kwargs["vocab"], T, ALPHA, temperature, 200, stop)
+           for stop in (True, False)}
+    assert tv(law[False], enum.pi) < 1e-3
+    assert abs(tv(law[True], enum.pi) - 0.0077) < 0.0005
+
+
+def test_mh_on_a_model_with_eos_at_every_length():
+    """exact.bigram_llama: pi_4 puts about a third of its mass on EOS-ended completions of each length 1, 2
+    and 3. 4,000 chains of 20 steps (temperature-1 proposal) match pi; every broken ratio fails."""
+    model = bigram_llama()
+    enum = Enumeration(model, PROMPT, eos=1, vocab=4, T=T, alpha=ALPHA)
+    eos_by_length = [sum(p for x, p in zip(enum.outcomes, enum.pi, strict=True) if x[-1] == 1 and len(x) == k)
+                     for k in range(1, T + 1)]
+    assert min(eos_by_length) > 0.25
+    chains, steps = 4_000, 20
+    law = enum.law_after(steps, 1.0)
+    tol = tv(law, enum.pi) + noise_tolerance(law, chains)
+    params = PowerParams(alpha=ALPHA, mcmc_steps=steps, max_new_tokens=T, block_size=T, temperature=1.0)
+    engine = HFEngine(model, eos_token_ids=[1])
+    for variant, ratio in VARIANTS.items():
+        res = power_sample(engine, [PROMPT], [0], params, num_samples=chains, log_ratio=ratio)
+        d = tv(enum.empirical([r.token_ids for r in res]), enum.pi)
+        print(f"bigram, {variant}: TV {d:.4f}, tolerance {tol:.4f}")
+        assert (d < tol) == (variant == "exact"), f"{variant}: TV {d:.4f} vs tolerance {tol:.4f}"

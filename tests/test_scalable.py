@@ -15,22 +15,26 @@ left is the estimate of zeta. Three checks:
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from conftest import tiny_llama
-from exact import Enumeration, noise_tolerance, tv
+from exact import Enumeration, bigram_llama, noise_tolerance, tv
 
 import powersample
 from powersample.engine.hf import HFEngine
 from powersample.errors import PowerSampleError
 from powersample.rng import derive_seeds
+from powersample.samplers import scalable
 from powersample.samplers.params import ScalableParams
 from powersample.samplers.scalable import _exact_log_zeta, candidate_probs, scalable_sample
 
 ALPHA, T, SAMPLES, DRAWS = 4.0, 3, 4000, 50_000
 PROMPT = [0, 2]
 MODEL = dict(vocab=5, seed=1, scale=6.0, eos_bias=-3.0)
+LENGTHS = dict(vocab=4, seed=0, scale=1.0, eos_bias=-1.5)  # pi: ~39% of its mass on EOS-ended completions
 V = MODEL["vocab"]
 
 
@@ -43,7 +47,7 @@ def setup():
 
 
 def _run(engine, seed: int = 0, **kw):
-    params = ScalableParams(alpha=ALPHA, top_k_candidates=V, horizon=T, max_new_tokens=T, **kw)
+    params = ScalableParams(**{**dict(alpha=ALPHA, top_k_candidates=V, horizon=T, max_new_tokens=T), **kw})
     return scalable_sample(engine, [PROMPT], [seed], params, num_samples=SAMPLES)
 
 
@@ -92,6 +96,21 @@ def algorithm_law(enum: Enumeration, m: int, jackknife: bool, seed: int = 0) -> 
             p_jk = np.clip(m * p_hat - (m - 1) * p_loo.mean(1), 0, None)
             p_hat = p_jk / p_jk.sum(-1, keepdims=True)
         cond[prefix] = p_hat.mean(0)
+    return np.array([np.prod([cond[x[:t]][x[t]] for t in range(len(x))]) for x in enum.outcomes])
+
+
+def truncated_law(enum: Enumeration, k: int, horizon: int) -> np.ndarray:
+    """Law over completions with exact zeta but only the base model's top k tokens as candidates and zeta
+    summed over futures of at most `horizon` tokens (the sampler's K < V, H < T - t approximations)."""
+    cond = {}
+    for prefix in sorted({x[:t] for x in enum.outcomes for t in range(len(x))}):
+        lp = enum.next_logprobs(prefix, 1.0)
+        h = min(horizon, T - len(prefix) - 1)
+        logw = np.full(V, -np.inf)
+        for v in np.argsort(-lp)[:k]:
+            log_zeta = 0.0 if v == enum.eos or h == 0 else _lse(ALPHA * _futures(enum, prefix + (v,), h), 0)
+            logw[v] = ALPHA * lp[v] + log_zeta
+        cond[prefix] = _softmax(logw)
     return np.array([np.prod([cond[x[:t]][x[t]] for t in range(len(x))]) for x in enum.outcomes])
 
 
@@ -157,6 +176,63 @@ def test_sampler_draws_from_the_algorithms_law(setup, laws, m, jackknife):
         assert r.tokens_generated == len(r.token_ids) + r.stats["rollout_tokens"]
         assert r.stats["rollout_tokens"] >= V * m  # at least the candidates of the first step
         assert r.method == "scalable" and r.stats["candidates"] == V and r.stats["rollouts"] == m
+
+
+@pytest.mark.parametrize("name", ["lengths-1", "bigram"])
+def test_exact_zeta_samples_pi_alpha_where_pi_favours_early_eos(name):
+    """lengths-1: 39% of pi on EOS-ended completions (nearly all at length 1); bigram: a third at each length."""
+    if name == "bigram":
+        model = bigram_llama()
+    else:
+        model = tiny_llama(hidden=16, layers=1, heads=2, kv_heads=1, eos=1, **LENGTHS)
+    enum = Enumeration(model, PROMPT, eos=1, vocab=4, T=T, alpha=ALPHA)
+    assert sum(p for x, p in zip(enum.outcomes, enum.pi, strict=True) if x[-1] == 1) > 0.3
+    params = ScalableParams(alpha=ALPHA, top_k_candidates=4, horizon=T, max_new_tokens=T, exact_zeta=True)
+    res = scalable_sample(HFEngine(model, eos_token_ids=[1]), [PROMPT], [0], params, num_samples=SAMPLES)
+    emp = enum.empirical([r.token_ids for r in res])
+    noise = noise_tolerance(enum.pi, SAMPLES)
+    assert tv(emp, enum.pi) < noise, f"TV {tv(emp, enum.pi):.4f} >= noise {noise:.4f}"
+    assert tv(enum.proposal_dist(1 / ALPHA), enum.pi) > 4 * noise
+
+
+@pytest.mark.parametrize("k, horizon, documented", [(3, T, 0.092), (2, T, 0.509), (V, 1, 0.034)])
+def test_fewer_candidates_or_a_short_horizon_leave_the_documented_bias(setup, k, horizon, documented):
+    """K < V or H < T - t: the sampler (exact zeta) draws from truncated_law, which is not pi_alpha; its
+    distance to pi_alpha is the figure in docs/samplers.md (more rollouts cannot remove it)."""
+    _, enum, engine = setup
+    assert tv(truncated_law(enum, V, T), enum.pi) < 1e-9  # the reference itself: K = V, H = T is pi
+    law = truncated_law(enum, k, horizon)
+    print(f"K={k} H={horizon}: TV(law, pi) = {tv(law, enum.pi):.3f}")
+    res = _run(engine, exact_zeta=True, top_k_candidates=k, horizon=horizon)
+    emp = enum.empirical([r.token_ids for r in res])
+    assert tv(emp, law) < noise_tolerance(law, SAMPLES)
+    assert abs(tv(law, enum.pi) - documented) < 0.001
+
+
+def _wrong_power(engine, seqs, live, ids, h, params, t):
+    # zeta as E[p(future)^alpha] instead of E[p(future)^(alpha-1)]: weights the future once too often
+    return _ROLLOUT_LOG_ZETA(engine, seqs, live, ids, h, dataclasses.replace(params, alpha=params.alpha + 1), t)
+
+
+_ROLLOUT_LOG_ZETA = scalable._rollout_log_zeta
+
+
+@pytest.mark.parametrize("broken", [None, "no-jackknife", "wrong-power"])
+def test_broken_estimators_fail_the_law_check(setup, laws, monkeypatch, broken):
+    """The sampler at M = 2 with the jackknife draws from the computed law; without the jackknife, or with
+    zeta from the wrong power, it does not (3x the samples of the other tests: the laws are close)."""
+    _, enum, engine = setup
+    if broken == "wrong-power":
+        monkeypatch.setattr(scalable, "_rollout_log_zeta", _wrong_power)
+    n = 3 * SAMPLES
+    params = ScalableParams(alpha=ALPHA, top_k_candidates=V, horizon=T, max_new_tokens=T, rollouts=2,
+                            jackknife=broken != "no-jackknife")
+    emp = enum.empirical([r.token_ids for r in scalable_sample(engine, [PROMPT], [1], params, num_samples=n)])
+    law = laws[(2, True)]
+    tol = noise_tolerance(law, n) + 0.005  # + the computed law's own Monte Carlo error
+    print(f"{broken}: TV(empirical, law of M = 2 with jackknife) = {tv(emp, law):.4f}, tolerance {tol:.4f}; "
+          f"TV(law without jackknife, law) = {tv(laws[(2, False)], law):.4f}")
+    assert (tv(emp, law) < tol) == (broken is None)
 
 
 def test_top_k_candidates_restrict_the_next_token(setup):

@@ -1,17 +1,20 @@
-"""Power-SMC against exact enumeration on a tiny model: its output law approaches pi_alpha as particles grow.
+"""Power-SMC against exact enumeration on tiny models: its output law is the algorithm's, and approaches pi_alpha.
 
-Model: the "paper" model of test_power_exact (EOS rare, so the paper's proposal, temperature 1/alpha,
-covers pi_alpha's support). With a finite particle count N the SMC output is biased, by O(1/N) in
-every event's probability. So, with S = 4,000 independent particle systems per N:
+With a finite particle count N the SMC output is biased (O(1/N) in every event's probability). That bias
+is computed here, not taken from the sampler: `exact.smc_law` runs the algorithm written out in numpy on
+the enumerated model over many systems, giving law_N. With S = 4,000 sampler systems the tests assert
 
-- N = 1 is plain proposal sampling: the weight of a single particle never matters.
-- TV(empirical, pi) falls as N = 1, 4, 16, 64 grows.
-- At N = 64: TV(empirical, pi) <= noise + bias allowance, where noise is the 99.9% quantile of TV for
-  S iid draws from pi (what a bias-free sampler gives) and the allowance is TV(empirical at N=16, pi) / 4:
-  the O(1/N) bias shrinks 4x from N = 16 to 64, and by Jensen E[TV(empirical)] >= TV(law), so a quarter
-  of the N = 16 distance bounds the N = 64 bias in expectation.
-- Exponent bridging keeps the target: bridged SMC passes the same test; the per-token form of the
-  bridged weight (no prefix term) fails it.
+    TV(empirical, law_N) <= noise(law_N, S) + mc        the sampler draws from the algorithm's law
+    TV(empirical, pi)    <= TV(law_N, pi) + noise + mc   hence it is within law_N's bias of pi_alpha
+
+noise: the 99.9% quantile of TV for S iid draws (simulated); mc: the same for law_N's own simulation.
+Broken samplers (a weight increment without the bridging prefix term; no weight reset after
+resampling) must fail the same checks.
+
+Models: "paper" (EOS rare, so the paper's proposal, temperature 1/alpha, covers pi); "lengths-1" (pi puts
+~39% of its mass on completions that end early with EOS, nearly all at length 1) and "bigram"
+(exact.bigram_llama: 34%, 35% and 32% at lengths 1, 2 and 3), both with a temperature-1 proposal, the
+setting where SMC's O(1/N) bias is small enough to test at N = 16.
 """
 
 from __future__ import annotations
@@ -21,32 +24,56 @@ import math
 import pytest
 import torch
 from conftest import tiny_llama
-from exact import Enumeration, noise_tolerance, tv
+from exact import Enumeration, bigram_llama, noise_tolerance, smc_law, tv
 
 import powersample
 from powersample.engine.hf import HFEngine
 from powersample.errors import PowerSampleError
+from powersample.samplers import smc
 from powersample.samplers.params import SMCParams
 from powersample.samplers.resampling import RESAMPLERS
-from powersample.samplers.smc import smc_sample
+from powersample.samplers.smc import log_increment, smc_sample
 
-ALPHA, T, SYSTEMS = 4.0, 3, 4000
+ALPHA, T, SYSTEMS, SIMULATED = 4.0, 3, 4000, 50_000
 PROMPT = [0, 2]
 MODEL = dict(vocab=5, seed=1, scale=6.0, eos_bias=-3.0)
+LENGTHS = dict(vocab=4, seed=0, scale=1.0, eos_bias=-1.5)
 PARTICLES = (1, 4, 16, 64)
+
+
+def _model(kwargs):
+    model = tiny_llama(hidden=16, layers=1, heads=2, kv_heads=1, eos=1, **kwargs)
+    return model, Enumeration(model, PROMPT, eos=1, vocab=kwargs["vocab"], T=T, alpha=ALPHA)
 
 
 @pytest.fixture(scope="module")
 def setup():
     torch.set_num_threads(2)
-    model = tiny_llama(hidden=16, layers=1, heads=2, kv_heads=1, eos=1, **MODEL)
-    enum = Enumeration(model, PROMPT, eos=1, vocab=MODEL["vocab"], T=T, alpha=ALPHA)
+    model, enum = _model(MODEL)
     return model, enum, HFEngine(model, eos_token_ids=[1])
 
 
-def _run(engine, n: int, variant: str = "exact", **kw):
+def _run(engine, n: int, increment=log_increment, **kw):
     params = SMCParams(alpha=ALPHA, particles=n, max_new_tokens=T, **kw)
-    return smc_sample(engine, [PROMPT], [0], params, num_samples=SYSTEMS, variant=variant)
+    return smc_sample(engine, [PROMPT], [0], params, num_samples=SYSTEMS, increment=increment)
+
+
+def _per_token_bridge(alpha_t, alpha_prev, logp_tok, logq_tok, drew, logp_prefix):
+    # the public form p(y_t)^alpha_t / q(y_t): without the prefix term it targets prod_t p(y_t)^alpha_t
+    return log_increment(alpha_t, alpha_prev, logp_tok, logq_tok, drew, torch.zeros_like(logp_prefix))
+
+
+def _no_reset(logw, ancestors, low, n):
+    # keeps each copy's old weight after resampling: the weight then counts twice
+    return logw[ancestors]
+
+
+def _check(enum, emp, law) -> tuple[bool, str]:
+    """Both noise-derived checks above; (passed, message)."""
+    noise = noise_tolerance(law, SYSTEMS) + noise_tolerance(law, SIMULATED)
+    d_law, d_pi, bias = tv(emp, law), tv(emp, enum.pi), tv(law, enum.pi)
+    msg = f"TV(emp, law_N) {d_law:.4f} vs noise {noise:.4f}; TV(emp, pi) {d_pi:.4f} vs bias {bias:.4f} + noise"
+    return d_law < noise and d_pi < bias + noise, msg
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +83,12 @@ def sweep(setup):
     emp = {n: enum.empirical([r.token_ids for r in res]) for n, res in runs.items()}
     dist = {n: tv(e, enum.pi) for n, e in emp.items()}
     print("TV(SMC output, pi_alpha) by particles:", {n: round(d, 4) for n, d in dist.items()})
-    tolerance = noise_tolerance(enum.pi, SYSTEMS) + dist[16] / 4
-    return runs, emp, dist, tolerance
+    return runs, emp, dist
 
 
 def test_one_particle_is_plain_proposal_sampling(setup, sweep):
     _, enum, _ = setup
-    runs, emp, _, _ = sweep
+    runs, emp, _ = sweep
     proposal = enum.proposal_dist(1 / ALPHA)
     assert tv(emp[1], proposal) < noise_tolerance(proposal, SYSTEMS)
     # and the proposal is far from the target, so the other tests mean something
@@ -70,12 +96,16 @@ def test_one_particle_is_plain_proposal_sampling(setup, sweep):
     assert all(r.stats["resamples"] == 0 and r.tokens_generated == len(r.token_ids) for r in runs[1])
 
 
-def test_distance_to_pi_alpha_falls_with_particles(sweep):
-    runs, _, dist, tolerance = sweep
+def test_distance_to_pi_alpha_falls_with_particles(setup, sweep):
+    _, enum, _ = setup
+    runs, emp, dist = sweep
     assert dist[1] > dist[4] > dist[16] > dist[64], dist
-    assert dist[64] < tolerance, f"TV {dist[64]:.4f} >= tolerance {tolerance:.4f}"
-    assert dist[1] > 3 * tolerance  # N = 1 is far outside it: the tolerance can fail
-    assert sum(r.stats["resamples"] for r in runs[64]) > 0  # resampling was exercised
+    law = smc_law(enum, 16, SIMULATED)
+    ok, msg = _check(enum, emp[16], law)
+    print(f"paper, N = 16: {msg}")
+    assert ok, msg
+    assert dist[1] > 2 * (tv(law, enum.pi) + noise_tolerance(law, SYSTEMS))  # N = 1 fails it: it can fail
+    assert sum(r.stats["resamples"] for r in runs[16]) > 0  # resampling was exercised
 
 
 @pytest.mark.parametrize("n", PARTICLES)
@@ -83,7 +113,7 @@ def test_evidence_estimate_is_unbiased_for_any_particle_count(setup, sweep, n):
     """E[mean final weight] = sum_y p(y)^alpha for every N: a check of the weights themselves, free of the
     finite-N selection bias (it catches a wrong increment or a wrong reset at resampling)."""
     _, enum, _ = setup
-    runs, _, _, _ = sweep
+    runs, _, _ = sweep
     log_z_true = torch.logsumexp(torch.tensor(ALPHA * enum.logp), 0)
     z = torch.tensor([r.stats["log_z"] for r in runs[n]], dtype=torch.float64).sub(log_z_true).exp()  # Z_hat / Z
     se = z.std() / math.sqrt(len(z))
@@ -92,7 +122,7 @@ def test_evidence_estimate_is_unbiased_for_any_particle_count(setup, sweep, n):
 
 def test_results_carry_true_log_p_and_every_particles_tokens(setup, sweep):
     _, enum, _ = setup
-    runs, _, _, _ = sweep
+    runs, _, _ = sweep
     for r in runs[16][:200]:
         assert abs(r.logp - enum.logp[enum.index[tuple(r.token_ids)]]) < 1e-4
         assert r.method == "smc" and r.stats["particles"] == 16
@@ -101,14 +131,41 @@ def test_results_carry_true_log_p_and_every_particles_tokens(setup, sweep):
         assert 0 < r.stats["ess_min"] <= r.stats["ess_mean"] <= 1
 
 
-def test_bridging_keeps_the_target_and_the_per_token_form_does_not(setup, sweep):
-    _, enum, engine = setup
-    _, _, _, tolerance = sweep
-    bridged = enum.empirical([r.token_ids for r in _run(engine, 64, bridge_tokens=T)])
-    assert tv(bridged, enum.pi) < tolerance, f"TV {tv(bridged, enum.pi):.4f} >= tolerance {tolerance:.4f}"
-    broken = _run(engine, 64, variant="per-token-bridge", bridge_tokens=T)
-    broken = enum.empirical([r.token_ids for r in broken])
-    assert tv(broken, enum.pi) > tolerance, f"per-token bridge: TV {tv(broken, enum.pi):.4f} within tolerance"
+@pytest.fixture(scope="module")
+def eos_models():
+    """name -> (enumeration, engine): `lengths-1` (39% of pi on EOS, nearly all at length 1) and `bigram`
+    (34%, 35% and 32% at lengths 1, 2 and 3)."""
+    lengths_model, lengths_enum = _model(LENGTHS)
+    bigram = bigram_llama()
+    bigram_enum = Enumeration(bigram, PROMPT, eos=1, vocab=4, T=T, alpha=ALPHA)
+    return {"lengths-1": (lengths_enum, HFEngine(lengths_model, eos_token_ids=[1])),
+            "bigram": (bigram_enum, HFEngine(bigram, eos_token_ids=[1]))}
+
+
+@pytest.mark.parametrize("name", ["lengths-1", "bigram"])
+@pytest.mark.parametrize("bridge", [0, 2 * T])  # 2T > T: every system ends inside the bridge (end correction)
+def test_smc_matches_its_law_where_pi_favours_early_eos(eos_models, name, bridge):
+    enum, engine = eos_models[name]
+    assert sum(p for x, p in zip(enum.outcomes, enum.pi, strict=True) if x[-1] == 1) > 0.3
+    emp = enum.empirical([r.token_ids for r in _run(engine, 16, temperature=1.0, bridge_tokens=bridge)])
+    ok, msg = _check(enum, emp, smc_law(enum, 16, SIMULATED, temperature=1.0, bridge_tokens=bridge))
+    print(f"{name}, N = 16, bridge {bridge}: {msg}")
+    assert ok, msg
+    assert tv(enum.proposal_dist(1.0), enum.pi) > 2 * tv(emp, enum.pi)  # the weights did real work
+
+
+@pytest.mark.parametrize("broken", ["per-token-bridge", "no-reset"])
+def test_broken_smc_fails_the_same_checks(eos_models, monkeypatch, broken):
+    enum, engine = eos_models["lengths-1"]
+    bridge = 2 * T if broken == "per-token-bridge" else 0
+    law = smc_law(enum, 16, SIMULATED, temperature=1.0, bridge_tokens=bridge)
+    if broken == "no-reset":
+        monkeypatch.setattr(smc, "_reset", _no_reset)
+    increment = _per_token_bridge if broken == "per-token-bridge" else log_increment
+    emp = enum.empirical([r.token_ids for r in _run(engine, 16, increment, temperature=1.0, bridge_tokens=bridge)])
+    ok, msg = _check(enum, emp, law)
+    print(f"{broken}: {msg}")
+    assert not ok, f"{broken} passed: {msg}"
 
 
 def test_bridge_longer_than_the_run_still_ends_at_alpha():

@@ -15,7 +15,7 @@ from .samplers.result import Result
 
 # options that are not sampler parameters
 _LOADING = {"engine", "device", "dtype", "eos_token_id", "tokenizer", "reuse_cache", "trust_remote_code"}
-_RUNNING = {"num_samples", "seeds", "progress", "batch_size", "chat", "variant"}
+_RUNNING = {"num_samples", "seeds", "progress", "batch_size", "chat"}
 
 
 def sample(model, prompts: Sequence[str] | Sequence[Sequence[int]], method: str = "power", *,
@@ -54,14 +54,13 @@ def sample(model, prompts: Sequence[str] | Sequence[Sequence[int]], method: str 
     loading = {k: options[k] for k in _LOADING if options.get(k) is not None}
     engine = ENGINES.get(loading.pop("engine", "hf"))(model, **loading)
     ids = [_encode(engine, p, bool(options.get("chat")), i) for i, p in enumerate(prompts)]
-    extra = {"variant": options["variant"]} if "variant" in options else {}
 
     bar = _progress_bar(options.get("progress"), method)
     results: list[Result] = []
     try:
         for lo in range(0, len(ids), batch_size):
             batch = spec.run(engine, ids[lo: lo + batch_size], list(seeds[lo: lo + batch_size]), params,
-                             num_samples=num_samples, progress=bar.update if bar else None, **extra)
+                             num_samples=num_samples, progress=bar.update if bar else None)
             for r in batch:
                 r.prompt_index += lo
             results.extend(batch)

@@ -7,9 +7,25 @@ batch, and one generator per row would mean a Python loop per token per row. A h
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 import torch
 
 _M32 = 0xFFFFFFFF
+
+
+class Stream(IntEnum):
+    """Every stream number in one place, so no two draws share one by accident. The values are what the
+    samplers have always used: changing one changes every sample for the same seed."""
+
+    TOKEN = 1  # the engine's token draws
+    POSITION = 2  # power MH: which position to cut at
+    ACCEPT = 3  # power MH: the accept/reject uniform
+    PARTICLE = 3  # SMC: each particle's seed (an alias of ACCEPT: it keys SMC's system seeds, never MH's rows)
+    RESAMPLE = 4  # SMC: one uniform per system and resampling step
+    SELECT = 5  # SMC: the final pick of a particle
+    CHOICE = 6  # scalable: the draw among the candidates
+    ROLLOUT = 7  # scalable: each rollout's seed
 
 
 def _mix32(x: torch.Tensor) -> torch.Tensor:
@@ -37,8 +53,10 @@ def uniform(seed: torch.Tensor, stream: int, counter: torch.Tensor | int) -> tor
     """Uniform float64 in (0, 1), one per element of `seed` (int64), from stream `stream` at `counter`."""
     seed = seed.to(torch.int64)
     h = hash64(seed, stream, counter)
-    g = _mix32(h ^ 0x27D4EB2F)
-    bits = ((h & 0x1FFFFF) << 32) | g  # 53 random bits
+    # 53 random bits: the top 21 from the hash's low half, the low 32 mixed from both halves (_mix32 reads
+    # only 32 bits, so mixing the low half alone would leave 2^32 distinct values)
+    g = _mix32(h ^ 0x27D4EB2F ^ (h >> 32))
+    bits = ((h & 0x1FFFFF) << 32) | g
     return (bits.to(torch.float64) + 0.5) / float(1 << 53)
 
 

@@ -57,7 +57,7 @@ import torch
 from .. import rng
 from ..errors import PowerSampleError, check
 
-TOKEN_STREAM = 1  # rng stream for token draws; samplers use other stream numbers
+TOKEN_STREAM = rng.Stream.TOKEN  # all stream numbers live in rng.Stream
 
 
 @dataclass(frozen=True)

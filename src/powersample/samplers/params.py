@@ -21,7 +21,7 @@ class PowerParams:
     max_new_tokens: int = 3072  # T
     block_size: int = 192  # B; T/B blocks, the paper uses B = T/16
     temperature: float | None = None  # proposal temperature; None = 1/alpha as in the paper
-    top_k: int = 0  # proposal truncation (0 = off); log q stays that of the truncated proposal
+    top_k: int = 0  # proposal truncation (0 = off); MH then targets pi restricted to what q can reach
     top_p: float = 1.0
     # the paper stops a chain once its sample ends with EOS after a block. That makes short answers
     # absorbing (biased even at alpha=1); False keeps every chain moving until the last block.

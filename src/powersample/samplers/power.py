@@ -11,6 +11,11 @@ block's length cap or EOS, and accepts with probability min(1, r),
 
 Every term comes from the forward pass that drew the token; nothing is re-scored.
 All chains of all prompts advance together, one row each in a single engine batch.
+
+What it samples: pi_alpha in the limit of MH steps with an untruncated proposal and either one block or
+stop_at_eos=False. The paper's stop_at_eos=True freezes chains that end with EOS after a block (biased
+towards short answers), and a top_k/top_p proposal confines the chain to what q can reach (pi restricted
+to that set). Measured in docs/samplers.md.
 """
 
 from __future__ import annotations
@@ -28,9 +33,6 @@ from .params import PowerParams
 from .result import Checkpoint, Result
 from .track import Track
 
-_POSITION_STREAM = 2  # rng streams (the engine draws tokens from stream 1)
-_ACCEPT_STREAM = 3
-
 
 def log_acceptance(alpha: float, lp_new: torch.Tensor, lp_old: torch.Tensor, lq_new: torch.Tensor,
                    lq_old: torch.Tensor, n_old: torch.Tensor, n_new: torch.Tensor) -> torch.Tensor:
@@ -38,16 +40,21 @@ def log_acceptance(alpha: float, lp_new: torch.Tensor, lp_old: torch.Tensor, lq_
     return alpha * (lp_new - lp_old) + (lq_old - lq_new) + torch.log(n_old.double()) - torch.log(n_new.double())
 
 
+def suffix_log_ratio(alpha: float, track: Track, t: torch.Tensor, ext) -> torch.Tensor:
+    """log r of each row's proposal: the old suffix from position t is in `track`, the new one in `ext`."""
+    lp_old, lq_old = track.suffix_sums(t)
+    n_new = t + ext.lengths
+    return log_acceptance(alpha, ext.logp.double().sum(1), lp_old, ext.logq.double().sum(1), lq_old,
+                          track.length, n_new.clamp(min=1))
+
+
 def power_sample(engine: Engine, prompts: list[list[int]], seeds: list[int], params: PowerParams,
                  num_samples: int = 1, progress: Callable[[int], None] | None = None,
-                 variant: str = "exact") -> list[Result]:
+                 log_ratio: Callable[..., torch.Tensor] = suffix_log_ratio) -> list[Result]:
     """`num_samples` independent MH chains per prompt; one Result per chain, prompt-major.
 
-    `variant` exists to prove the tests can fail: "exact" is the algorithm; the others are the
-    mistakes of public code ("no-proposal-correction", "shorter-length", "no-position-correction").
+    `log_ratio` has suffix_log_ratio's signature; the tests pass in the mistakes of public code.
     """
-    if variant not in _VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; choose from {sorted(_VARIANTS)}")
     t0 = time.perf_counter()
     seqs = fan_out(engine, prompts, seeds, num_samples)
     rows = len(seqs)
@@ -69,11 +76,11 @@ def power_sample(engine: Engine, prompts: list[list[int]], seeds: list[int], par
             counter = block * params.mcmc_steps + step
             movable = ~done & (track.length > 0)
             n_old = track.length.clamp(min=1)
-            t = (rng.uniform(seqs.seeds, _POSITION_STREAM, counter) * n_old).long().clamp(max=n_old - 1)
+            t = (rng.uniform(seqs.seeds, rng.Stream.POSITION, counter) * n_old).long().clamp(max=n_old - 1)
             t = torch.where(movable, t, track.length)  # idle rows: cut nothing, draw nothing
             ext = engine.extend(seqs, torch.where(movable, cap - t, 0), proposal, keep=seqs.prompt_lengths + t)
-            log_r = _VARIANTS[variant](alpha, track, t, ext)
-            u = rng.uniform(seqs.seeds, _ACCEPT_STREAM, counter)
+            log_r = log_ratio(alpha, track, t, ext)
+            u = rng.uniform(seqs.seeds, rng.Stream.ACCEPT, counter)
             accept = movable & (torch.log(u) < log_r)
             engine.settle(seqs, accept)
             track.replace(ext, t, accept)
@@ -109,36 +116,3 @@ def power_sample(engine: Engine, prompts: list[list[int]], seeds: list[int], par
             stats={"proposals": n_prop, "accepted": int(accepted[r])}, checkpoints=checkpoints[r]))
     return results
 
-
-# -- the acceptance ratio, exact and as public code gets it wrong --------------------------------
-
-def _exact(alpha, track: Track, t, ext):
-    lp_old, lq_old = track.suffix_sums(t)
-    n_new = t + ext.lengths
-    return log_acceptance(alpha, ext.logp.double().sum(1), lp_old, ext.logq.double().sum(1), lq_old,
-                          track.length, n_new.clamp(min=1))
-
-
-def _no_proposal_correction(alpha, track, t, ext):
-    # accepts with pi(x')/pi(x) only: the chain then targets roughly pi * q, not pi
-    lp_old, _ = track.suffix_sums(t)
-    return alpha * (ext.logp.double().sum(1) - lp_old)
-
-
-def _shorter_length(alpha, track, t, ext):
-    # compares the two suffixes token by token up to the shorter one's length
-    m = torch.minimum(track.length - t, ext.lengths)
-    lp_old, lq_old = track.suffix_sums(t, m)
-    cols = torch.arange(ext.logp.shape[1], device=ext.logp.device)[None, :] < m[:, None]
-    lp_new = (ext.logp.double() * cols).sum(1)
-    lq_new = (ext.logq.double() * cols).sum(1)
-    return alpha * (lp_new - lp_old) + (lq_old - lq_new)
-
-
-def _no_position_correction(alpha, track, t, ext):
-    lp_old, lq_old = track.suffix_sums(t)
-    return alpha * (ext.logp.double().sum(1) - lp_old) + (lq_old - ext.logq.double().sum(1))
-
-
-_VARIANTS = {"exact": _exact, "no-proposal-correction": _no_proposal_correction,
-             "shorter-length": _shorter_length, "no-position-correction": _no_position_correction}

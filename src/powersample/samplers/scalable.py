@@ -22,6 +22,8 @@ times with its KV cache, and one `extend` forces the candidate and draws the H t
 
 `exact_zeta=True` replaces the rollouts by enumerating every future up to H (tiny vocabularies only):
 with K = vocabulary size and H >= max_new_tokens, the sampler then draws exactly from pi_alpha.
+Fewer candidates (K < vocabulary) or a shorter horizon (H < T - t) are approximations whose bias more
+rollouts do not remove (measured in docs/samplers.md).
 """
 
 from __future__ import annotations
@@ -40,8 +42,6 @@ from .params import ScalableParams
 from .resampling import inverse_cdf
 from .result import Result
 
-_CHOICE_STREAM = 6  # rng streams of a row's seed (the engine draws tokens from stream 1)
-_ROLLOUT_STREAM = 7
 _EVERY_TOKEN = 1 << 62  # topk(k) with k past the vocabulary: every token (exact_zeta)
 _MAX_ENUMERATED = 4_000_000  # exact_zeta refuses frontiers larger than this many rows
 _BASE = Proposal(temperature=1.0)
@@ -78,14 +78,16 @@ def scalable_sample(engine: Engine, prompts: list[list[int]], seeds: list[int], 
         # 3. the candidates' probabilities p^alpha * zeta_hat, jackknifed
         probs = candidate_probs(alpha * lp, log_zeta, jk_zeta)  # (L, K)
         # 4. draw x_t on the row's own stream and append it (one forward pass, which also gives its log p)
-        u = rng.uniform(seqs.seeds[live], _CHOICE_STREAM, t)
+        u = rng.uniform(seqs.seeds[live], rng.Stream.CHOICE, t)
         choice = ids.gather(1, inverse_cdf(probs, u[:, None])).squeeze(1)
         first = torch.full((rows,), -1, dtype=torch.long, device=dev)
         first[live] = choice
         ext = engine.extend(seqs, (~done).long(), _BASE, first=first)
-        logp += torch.where(ext.lengths > 0, ext.logp[:, 0].double(), 0.0)
+        drew = ext.lengths > 0  # a live row that drew nothing is at the model's context: it returns what fits
+        if ext.tokens.shape[1] > 0:  # no column at all when every live row is at the context
+            logp += torch.where(drew, ext.logp[:, 0].double(), 0.0)
         eos |= ext.eos
-        done |= ext.eos | (ext.lengths == 0)
+        done |= ext.eos | ~drew
         if progress is not None:
             progress(1)
 
@@ -128,7 +130,7 @@ def _rollout_log_zeta(engine: Engine, seqs: Sequences, live: torch.Tensor, ids: 
     # fan every live row out to K*M rollout rows, caches included; each rollout gets its own fresh stream
     parent = live.repeat_interleave(k * m)  # (L*K*M,)
     slot = torch.arange(k * m, device=live.device).repeat(n_live)
-    roll = engine.select(seqs, parent, seeds=rng.hash64(seqs.seeds[parent], _ROLLOUT_STREAM, t, slot))
+    roll = engine.select(seqs, parent, seeds=rng.hash64(seqs.seeds[parent], rng.Stream.ROLLOUT, t, slot))
     # force the candidate, then draw up to h tokens from the base model (temperature 1)
     ext = engine.extend(roll, torch.tensor(h + 1, device=live.device), _BASE,
                         first=ids.repeat_interleave(m, dim=1).reshape(-1))

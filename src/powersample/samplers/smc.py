@@ -10,10 +10,15 @@ proposal q multiplies its weight by gamma_t / (gamma_t-1 * q):
 Without bridging alpha_t = alpha and the second line vanishes. With bridging, alpha_t rises linearly
 from 1 to alpha over `bridge_tokens` tokens, and the second line is what keeps the final target
 p^alpha exact (the per-token form p(y_t)^alpha_t / q alone would target prod_t p(y_t)^alpha_t).
-A finished particle (EOS) draws nothing and keeps its weight, apart from that bridging term.
+A finished particle (EOS) draws nothing and keeps its weight, apart from that bridging term. A system
+none of whose particles can draw (all ended, or at the model's context) is frozen: no more weight terms,
+resampling or statistics (a system stopped inside the bridge gets the rest of the exponent's rise at the
+end), so what it returns depends on its own seed only, never on what else is in the batch.
 When a system's effective sample size (sum w)^2 / sum w^2 drops below ess_threshold * N it is
 resampled; `engine.select` copies the chosen rows with their KV caches, so no prefix is recomputed.
-At the end one particle per system is drawn with probability proportional to its weight.
+At the end one particle per system is drawn with probability proportional to its weight. The output
+law reaches pi_alpha as N grows (bias O(1/N); measured in docs/samplers.md), and exp(log_z), the mean
+final weight, is an unbiased estimate of sum_y p(y)^alpha.
 
 Each requested sample is its own particle system (independent samples, not N draws from one system).
 With N = 1 the weight never matters and the output is a plain draw from the proposal.
@@ -33,10 +38,6 @@ from .params import SMCParams
 from .resampling import inverse_cdf, resample
 from .result import Result
 
-_PARTICLE_STREAM = 3  # rng streams of a system's seed (the engine draws tokens from stream 1)
-_RESAMPLE_STREAM = 4
-_SELECT_STREAM = 5
-
 
 def log_increment(alpha_t: float, alpha_prev: float, logp_tok: torch.Tensor, logq_tok: torch.Tensor,
                   drew: torch.Tensor, logp_prefix: torch.Tensor) -> torch.Tensor:
@@ -53,14 +54,13 @@ def log_increment(alpha_t: float, alpha_prev: float, logp_tok: torch.Tensor, log
 
 def smc_sample(engine: Engine, prompts: list[list[int]], seeds: list[int], params: SMCParams,
                num_samples: int = 1, progress: Callable[[int], None] | None = None,
-               variant: str = "exact") -> list[Result]:
+               increment: Callable[..., torch.Tensor] = log_increment) -> list[Result]:
     """One particle system per (prompt, sample); one Result per system, prompt-major.
 
-    `variant` exists to prove the tests can fail: "per-token-bridge" drops the prefix term of the
-    bridged weight (the form that changes the target).
+    `increment` is the log weight increment, with log_increment's signature; tests pass broken ones.
+    A system runs until none of its particles can draw (all ended with EOS or reached the model's
+    context); from then on it is frozen, so what it returns never depends on the rest of the batch.
     """
-    if variant not in ("exact", "per-token-bridge"):
-        raise ValueError(f"unknown variant {variant!r}; choose from ['exact', 'per-token-bridge']")
     t0 = time.perf_counter()
     n = params.particles
     systems = len(prompts) * num_samples
@@ -71,64 +71,76 @@ def smc_sample(engine: Engine, prompts: list[list[int]], seeds: list[int], param
     seqs = engine.start(prompts, seeds)
     particle = torch.arange(n, device=dev).repeat(systems)
     seqs = engine.select(seqs, torch.arange(len(prompts), device=dev).repeat_interleave(num_samples * n),
-                         seeds=rng.hash64(sys_seeds.repeat_interleave(n), _PARTICLE_STREAM, particle))
+                         seeds=rng.hash64(sys_seeds.repeat_interleave(n), rng.Stream.PARTICLE, particle))
     rows = len(seqs)
     logw = torch.zeros(rows, dtype=torch.float64, device=dev)  # log importance weight per particle
     logp = torch.zeros(rows, dtype=torch.float64, device=dev)  # log p(completion so far | prompt)
     done = torch.zeros(rows, dtype=torch.bool, device=dev)  # ended with EOS
+    alive = torch.ones(rows, dtype=torch.bool, device=dev)  # can still draw (no EOS, room in the context)
     generated = torch.zeros(systems, dtype=torch.long, device=dev)  # tokens drawn, dropped particles included
     resamples = torch.zeros(systems, dtype=torch.long, device=dev)
+    steps = torch.zeros(systems, dtype=torch.long, device=dev)  # steps each system ran
     ess_min = torch.full((systems,), float(n), dtype=torch.float64, device=dev)
     ess_sum = torch.zeros(systems, dtype=torch.float64, device=dev)
-    steps = 0
 
     for t in range(1, params.max_new_tokens + 1):
-        # 1. every unfinished particle draws one token from the proposal (temperature 1/alpha_t)
-        ext = engine.extend(seqs, (~done).long(), params.proposal(t))
-        drew = ext.lengths > 0
-        lp, lq = ext.logp[:, 0], ext.logq[:, 0]
+        # 1. every particle that can draw draws one token from the proposal (temperature 1/alpha_t)
+        ext = engine.extend(seqs, alive.long(), params.proposal(t))
+        if ext.tokens.shape[1] == 0:  # no particle could draw (resampling can leave only finished ones)
+            break
+        drew = ext.lengths > 0  # a particle that could not draw is at the context's end: it never will
+        alive = drew & ~ext.eos
+        done = done | ext.eos
+        # a system with no particle drawing is finished: it takes no further weight, resampling or stats
+        active = drew.view(systems, n).any(1)  # (systems,)
+        lp = torch.where(drew, ext.logp[:, 0], 0.0)
+        lq = torch.where(drew, ext.logq[:, 0], 0.0)
         # 2. reweight: the one place a log weight changes
         a_t, a_prev = params.exponent(t), params.exponent(t - 1)
-        prefix = logp if variant == "exact" else torch.zeros_like(logp)
-        logw = logw + log_increment(a_t, a_prev, lp, lq, drew, prefix)
+        step = increment(a_t, a_prev, lp, lq, drew, logp)
+        logw = torch.where(active.repeat_interleave(n), logw + step, logw)
         logp = logp + torch.where(drew, lp.double(), 0.0)
-        done = done | ext.eos
         generated += drew.view(systems, n).sum(1)
-        # 3. effective sample size per system; resample the systems below the threshold
+        steps += active
+        # 3. effective sample size per system; resample the active systems below the threshold
         ess = _ess(logw.view(systems, n))  # (systems,), 0 where every weight is zero
-        ess_min = torch.minimum(ess_min, ess)
-        ess_sum += ess
-        steps += 1
-        low = (ess < params.ess_threshold * n) & (ess > 0)  # all-zero systems: nothing to resample from
-        stop = done.all() | ~drew.any()  # every particle ended, or none could draw (context full)
-        need, finished = (x.item() for x in torch.stack([low.any(), stop]).cpu())  # one host sync
+        ess_min = torch.where(active, torch.minimum(ess_min, ess), ess_min)
+        ess_sum += torch.where(active, ess, 0.0)
+        low = active & (ess < params.ess_threshold * n) & (ess > 0)  # all-zero systems: nothing to resample
+        need, finished = (x.item() for x in torch.stack([low.any(), ~alive.any()]).cpu())  # one host sync
         if need:
             ancestors = _ancestors(logw.view(systems, n), low, sys_seeds, t, params.resampling)  # (rows,)
             seqs = engine.select(seqs, ancestors)
-            logp, done = logp[ancestors], done[ancestors]
-            # resampled systems restart from equal weights, at their mean weight (the evidence is kept)
-            mean = torch.logsumexp(logw.view(systems, n), 1) - math.log(n)
-            logw = torch.where(low.repeat_interleave(n), mean.repeat_interleave(n), logw[ancestors])
+            logp, done, alive = logp[ancestors], done[ancestors], alive[ancestors]
+            logw = _reset(logw, ancestors, low, n)
             resamples += low
         if finished:
             break
 
-    # a run shorter than the bridge still ends at p^alpha: raise the exponent the rest of the way
-    if params.exponent(steps) != params.alpha:
-        none = torch.zeros(rows, dtype=torch.bool, device=dev)
-        zeros = torch.zeros(rows, device=dev)
-        logw = logw + log_increment(params.alpha, params.exponent(steps), zeros, zeros, none, logp)
+    # a system that stopped before the bridge's end still ends at p^alpha: raise its exponent the rest of
+    # the way (the exponent's rise times log p of the whole completion)
+    rise = torch.tensor([params.alpha - params.exponent(s) for s in steps.tolist()], dtype=torch.float64,
+                        device=dev).repeat_interleave(n)
+    logw = logw + torch.where(rise > 0, rise * logp, 0.0)
 
     # 4. one particle per system, drawn by weight (uniformly if every weight is zero)
     w, degenerate = _normalised(logw.view(systems, n))
-    u = rng.uniform(sys_seeds, _SELECT_STREAM, 0)
+    u = rng.uniform(sys_seeds, rng.Stream.SELECT, 0)
     pick = inverse_cdf(w, u[:, None]).squeeze(1)  # (systems,)
     chosen = torch.arange(systems, device=dev) * n + pick
     if progress is not None:
         progress(1)
     seconds = (time.perf_counter() - t0) / len(prompts)
     return _results(engine, seqs, params, chosen.tolist(), w, degenerate, logp, done, logw, generated,
-                    resamples, ess_min, ess_sum / max(steps, 1), num_samples, seconds)
+                    resamples, ess_min, ess_sum / steps.clamp(min=1), num_samples, seconds)
+
+
+def _reset(logw: torch.Tensor, ancestors: torch.Tensor, low: torch.Tensor, n: int) -> torch.Tensor:
+    """Log weights after resampling: the resampled systems restart from equal weights at their mean weight
+    (so exp(log_z) stays an unbiased estimate of the evidence); the others keep theirs."""
+    systems = len(low)
+    mean = torch.logsumexp(logw.view(systems, n), 1) - math.log(n)
+    return torch.where(low.repeat_interleave(n), mean.repeat_interleave(n), logw[ancestors])
 
 
 def _ess(logw: torch.Tensor) -> torch.Tensor:
@@ -152,7 +164,7 @@ def _ancestors(logw: torch.Tensor, low: torch.Tensor, sys_seeds: torch.Tensor, t
     """Row indices after resampling the systems in `low`; the others keep their own rows."""
     systems, n = logw.shape
     w, _ = _normalised(logw)
-    u = rng.uniform(sys_seeds, _RESAMPLE_STREAM, t)  # (systems,), one per system and step
+    u = rng.uniform(sys_seeds, rng.Stream.RESAMPLE, t)  # (systems,), one per system and step
     local = torch.where(low[:, None], resample(scheme, w, u), torch.arange(n, device=logw.device)[None, :])
     return (local + torch.arange(systems, device=logw.device)[:, None] * n).reshape(-1)
 
