@@ -1,6 +1,6 @@
 """The transformers backend: any AutoModelForCausalLM, batched, reusing each row's KV cache.
 
-Cache layout (the README's "How it works" has the picture). All rows share one DynamicCache whose physical slots are
+Cache layout. All rows share one DynamicCache whose physical slots are
 columns; per row and slot we track the token's logical position (`pos`) and whether the slot is
 `live` (part of the row's current sequence). The model sees `live` as its 2D attention mask and
 each row's logical positions as `position_ids`, so a row attends exactly to its own current prefix
