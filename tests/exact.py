@@ -45,6 +45,16 @@ def bigram_llama(table=EOS_LENGTHS_TABLE):
     return model.eval()
 
 
+def toy_engine(model, T: int, prompt=(0, 2)):
+    """The model's exact next-token table over every completion of `prompt` up to T tokens, served by the
+    toy engine: the same law as HFEngine on the model (tests/test_conformance.py checks that the two draw
+    the same samples), without a transformer forward per token, so the exactness runs take a fraction of
+    the time."""
+    from powersample.engine.toy import ToyEngine
+
+    return ToyEngine.from_model(model, [list(prompt)], depth=T, eos_token_ids=[1])
+
+
 class Enumeration:
     def __init__(self, model, prompt: list[int], eos: int, vocab: int, T: int, alpha: float):
         self.model, self.prompt, self.eos, self.T, self.alpha = model, list(prompt), eos, T, alpha

@@ -18,9 +18,8 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import tiny_llama
-from exact import Enumeration, bigram_llama, blocked_mh_law, noise_tolerance, tv
+from exact import Enumeration, bigram_llama, blocked_mh_law, noise_tolerance, toy_engine, tv
 
-from powersample.engine.hf import HFEngine
 from powersample.samplers.params import PowerParams
 from powersample.samplers.power import power_sample, suffix_log_ratio
 
@@ -50,7 +49,7 @@ def _tolerance(enum, law) -> float:
 
 
 def _run(model, params, variant: str, seed: int = 0):
-    eng = HFEngine(model, eos_token_ids=[1])
+    eng = toy_engine(model, params.max_new_tokens)
     return power_sample(eng, [PROMPT], [seed], params, num_samples=CHAINS, log_ratio=VARIANTS[variant])
 
 
@@ -120,7 +119,7 @@ def test_many_blocks_without_early_stop_reach_pi_alpha():
     chains = 4_000
     params = PowerParams(alpha=ALPHA, mcmc_steps=steps, max_new_tokens=T, block_size=1, temperature=temperature,
                          stop_at_eos=False)
-    res = power_sample(HFEngine(model, eos_token_ids=[1]), [PROMPT], [5], params, num_samples=chains)
+    res = power_sample(toy_engine(model, T), [PROMPT], [5], params, num_samples=chains)
     emp = enum.empirical([r.token_ids for r in res])
     # the last block runs the same kernel as the one-block test (where law_60 is within 0.01 of pi)
     tol = 0.01 + noise_tolerance(enum.pi, chains)
@@ -166,7 +165,7 @@ def test_mh_on_a_model_with_eos_at_every_length():
     law = enum.law_after(steps, 1.0)
     tol = tv(law, enum.pi) + noise_tolerance(law, chains)
     params = PowerParams(alpha=ALPHA, mcmc_steps=steps, max_new_tokens=T, block_size=T, temperature=1.0)
-    engine = HFEngine(model, eos_token_ids=[1])
+    engine = toy_engine(model, T)
     for variant, ratio in VARIANTS.items():
         res = power_sample(engine, [PROMPT], [0], params, num_samples=chains, log_ratio=ratio)
         d = tv(enum.empirical([r.token_ids for r in res]), enum.pi)

@@ -24,7 +24,7 @@ import math
 import pytest
 import torch
 from conftest import tiny_llama
-from exact import Enumeration, bigram_llama, noise_tolerance, smc_law, tv
+from exact import Enumeration, bigram_llama, noise_tolerance, smc_law, toy_engine, tv
 
 import powersample
 from powersample.engine.hf import HFEngine
@@ -50,7 +50,7 @@ def _model(kwargs):
 def setup():
     torch.set_num_threads(2)
     model, enum = _model(MODEL)
-    return model, enum, HFEngine(model, eos_token_ids=[1])
+    return model, enum, toy_engine(model, T)
 
 
 def _run(engine, n: int, increment=log_increment, **kw):
@@ -138,8 +138,8 @@ def eos_models():
     lengths_model, lengths_enum = _model(LENGTHS)
     bigram = bigram_llama()
     bigram_enum = Enumeration(bigram, PROMPT, eos=1, vocab=4, T=T, alpha=ALPHA)
-    return {"lengths-1": (lengths_enum, HFEngine(lengths_model, eos_token_ids=[1])),
-            "bigram": (bigram_enum, HFEngine(bigram, eos_token_ids=[1]))}
+    return {"lengths-1": (lengths_enum, toy_engine(lengths_model, T)),
+            "bigram": (bigram_enum, toy_engine(bigram, T))}
 
 
 @pytest.mark.parametrize("name", ["lengths-1", "bigram"])
@@ -210,7 +210,8 @@ def test_resamplers_are_unbiased_and_skip_zero_weights(name):
 
 def test_samples_are_independent_of_batching(setup):
     """A system's draws depend only on its prompt's seed and its sample index, not on the batch."""
-    _, _, engine = setup
+    model, _, _ = setup
+    engine = HFEngine(model, eos_token_ids=[1])  # the real batched backend: batching is what is tested
     params = SMCParams(alpha=ALPHA, particles=4, max_new_tokens=T)
     together = smc_sample(engine, [PROMPT, [0, 3]], [7, 8], params, num_samples=3)
     alone = smc_sample(engine, [[0, 3]], [8], params, num_samples=3)
