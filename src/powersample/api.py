@@ -85,8 +85,10 @@ def _encode(engine, prompt, chat: bool, i: int) -> list[int]:
     if chat:
         check(isinstance(prompt, str) and engine.tokenizer is not None and engine.tokenizer.chat_template,
               "chat=True needs string prompts and a tokenizer with a chat template", "chat")
+        # return_dict=False: transformers 5 returns a BatchEncoding by default, 4.x a list of ids
         return list(engine.tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
-                                                         add_generation_prompt=True, tokenize=True))
+                                                         add_generation_prompt=True, tokenize=True,
+                                                         return_dict=False))
     ids = engine.encode(prompt)
     check(len(ids) > 0, f"prompt {i} is empty", "prompts", i)
     return ids

@@ -32,8 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument("--method", default="power", help=f"sampling method: {', '.join(METHODS)}")
     what.add_argument("--data", default=None, help="local data file instead of the shipped/hub data "
                       "(required for jsonl; GPQA: the gated gpqa_diamond.csv)")
-    what.add_argument("--grader", choices=("math", "exact"), default=None,
-                      help="jsonl task: math-verify equivalence or exact match (default math)")
+    what.add_argument("--grader", choices=("math", "exact", "number"), default=None,
+                      help="jsonl task: math-verify equivalence, exact match, or last number (default math)")
     what.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
                       help="a task setting, e.g. timeout=20 (humaneval), shuffle_seed=1 (gpqa); repeatable")
 
