@@ -18,6 +18,7 @@ import powersample
 from powersample.api import _encode
 from powersample.cli.main import main
 from powersample.engine.base import Proposal
+from powersample.engine.loading import smollm2_path as smol_file
 from powersample.errors import PowerSampleError
 
 ARITH = Path(__file__).resolve().parents[1] / "bench" / "data" / "arith.jsonl"
@@ -40,18 +41,21 @@ def smol():
 
 
 @pytest.fixture
-def cli_uses_smol(smol, monkeypatch):
-    """Let the CLIs' `--model smollm2` reuse the session's engine instead of loading it again."""
+def cli_loads(smol, monkeypatch):
+    """Let the CLIs reuse the session's engine instead of loading it again; returns the (model, gguf_file)
+    each load was asked for."""
     import powersample.engine.loading as loading
 
-    def load(model, **kwargs):
-        if model is smol:  # sample() given the engine
-            return smol
-        assert model == "smollm2"
+    calls = []
+
+    def load(model, gguf_file=None, **kwargs):
+        if model is not smol:  # (sample() is given the engine itself)
+            calls.append((model, gguf_file))
         return smol
 
     monkeypatch.setattr(loading, "load_engine", load)
     monkeypatch.setattr(powersample, "load_engine", load)
+    return calls
 
 
 def test_loads_the_gguf_with_its_tokenizer_and_end_token(smol):
@@ -114,7 +118,7 @@ def test_engine_logp_matches_a_plain_forward_pass(smol):
                 full_logp(eng.model, prompts[r] + done[:-k], done[-k:]), abs=2e-3)
 
 
-def test_generate_with_resume(smol, cli_uses_smol, tmp_path):
+def test_generate_with_resume(smol, cli_loads, tmp_path):
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     inp.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"What is {i} + 1?"}) + "\n" for i in range(3)))
     args = ["generate", "--model", "smollm2", "--chat", "--input", str(inp), "--output", str(out), "--method",
@@ -126,13 +130,16 @@ def test_generate_with_resume(smol, cli_uses_smol, tmp_path):
     assert main([*args, "--resume"]) == 0
     again = [json.loads(x) for x in out.read_text().splitlines()]
     assert [(r["id"], r["token_ids"]) for r in again] == [(r["id"], r["token_ids"]) for r in rows]
+    assert cli_loads == [("smollm2", None)] * 2
 
 
 @pytest.mark.parametrize("task, extra", [("math500", ["--chat"]), ("humaneval", []),
                                          ("jsonl", ["--data", str(ARITH), "--grader", "number", "--chat"])])
-def test_eval_grades_real_completions(smol, cli_uses_smol, tmp_path, task, extra):
+def test_eval_grades_real_completions(smol, cli_loads, tmp_path, task, extra):
     out = tmp_path / task
-    assert main(["eval", "--task", task, "--model", "smollm2", "--method", "greedy", "--limit", "2",
+    gguf = smol_file()
+    model = ["--model", "smollm2"] if task != "jsonl" else ["--model", str(gguf.parent), "--gguf-file", gguf.name]
+    assert main(["eval", "--task", task, *model, "--method", "greedy", "--limit", "2",
                  "--max-new-tokens", "12", "--block-size", "12", "--grade-workers", "0", "--no-progress",
                  "--out", str(out), *extra]) == 0
     rows = [json.loads(x) for x in (out / "rows.jsonl").read_text().splitlines()]
@@ -140,13 +147,12 @@ def test_eval_grades_real_completions(smol, cli_uses_smol, tmp_path, task, extra
     for r in rows:
         assert isinstance(r["completion"], str) and r["tokens"] > 0
         assert isinstance(r["correct"], bool) and not r["grader_error"]
+    assert cli_loads == ([("smollm2", None)] if task != "jsonl" else [(str(gguf.parent), gguf.name)])
 
 
 @needs_wheel
 def test_gguf_file_path_and_missing_file_errors(tmp_path):
-    from powersample.engine.loading import smollm2_path
-
-    path = smollm2_path()
+    path = smol_file()
     assert path.suffix == ".gguf" and path.stat().st_size > 50_000_000
     with pytest.raises(PowerSampleError, match="does not exist"):
         powersample.load_engine(str(tmp_path / "missing.gguf"), device="cpu")

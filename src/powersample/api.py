@@ -13,7 +13,7 @@ from .samplers.params import build
 from .samplers.result import Result
 
 # options that are not sampler parameters
-_LOADING = {"device", "dtype", "eos_token_id", "tokenizer", "reuse_cache", "trust_remote_code"}
+_LOADING = {"device", "dtype", "eos_token_id", "tokenizer", "reuse_cache", "trust_remote_code", "gguf_file"}
 _RUNNING = {"num_samples", "seeds", "progress", "batch_size", "chat", "variant"}
 
 
