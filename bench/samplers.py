@@ -17,7 +17,11 @@ Models, in one run:
                so every completion has exactly T tokens (design/engine.md: random-weight EOS is a lottery);
                T = 48 on the gym model, 16 on the Qwen-shaped one (its head dominates CPU time)
 
+  --model M    instead of the two above: a real model (hub name, folder, .gguf file, or smollm2) with its own
+               EOS, on chat prompts from bench/data/arith.jsonl (T = --max-new-tokens)
+
     python bench/samplers.py            # CPU, about 2.5 minutes on 2 cores (more when the box is shared)
+    python bench/samplers.py --model smollm2 --max-new-tokens 24
 """
 
 from __future__ import annotations
@@ -82,6 +86,23 @@ def gym_setup(n: int):
             "gym model NOT TRAINED YET -> random small Llama (vocab 2048, h256, 4 layers), EOS suppressed"
 
 
+def model_setup(name: str, n: int):
+    """(engine, prompts, label): a real model on the first n arithmetic problems, as chat turns if it has a
+    chat template (the sampler then sees exactly what `eval --chat` gives it)."""
+    import json
+    from pathlib import Path
+
+    from powersample.api import _encode
+
+    engine = load_engine(name, device="cpu")
+    lines = (Path(__file__).parent / "data" / "arith.jsonl").read_text().splitlines()[:n]
+    chat = bool(getattr(engine.tokenizer, "chat_template", None))
+    prompts = [_encode(engine, json.loads(x)["prompt"], chat, i) for i, x in enumerate(lines)]
+    cfg = engine.model.config
+    return engine, prompts, f"{name}: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, vocab " \
+        f"{cfg.vocab_size}, its own EOS, {'chat' if chat else 'plain'} prompts"
+
+
 def _random_prompts(vocab: int, n: int, length: int) -> list[list[int]]:
     g = random.Random(0)
     return [[g.randrange(2, vocab) for _ in range(length)] for _ in range(n)]
@@ -108,8 +129,14 @@ def main() -> None:
     ap.add_argument("--qwen-max-new-tokens", type=int, default=16,
                     help="T on the Qwen-shaped model (its 151,936-wide head dominates CPU time)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--model", default=None, help="bench this real model instead of the gym and Qwen-shaped ones")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.model:
+        engine, prompts, label = model_setup(args.model, args.problems)
+        print(f"{label}; {args.problems} problems in one batch, T = {args.max_new_tokens}, alpha = 4, CPU "
+              f"({args.threads} threads), torch {torch.__version__}")
+        return print_table(bench(engine, prompts, args.max_new_tokens, args.model))
 
     gym_engine, gym_prompts, gym_label = gym_setup(args.problems)
     print(f"gym: {gym_label}")
@@ -121,7 +148,10 @@ def main() -> None:
     rows = bench(gym_engine, gym_prompts, args.max_new_tokens, "gym")
     qwen = load_engine(qwen_shaped(), device="cpu", eos_token_id=151936)  # EOS outside the vocabulary: never
     rows += bench(qwen, _random_prompts(151936, args.problems, 16), args.qwen_max_new_tokens, "qwen-shaped")
+    print_table(rows)
 
+
+def print_table(rows: list[tuple]) -> None:
     # x plain: latency over plain sampling's; per token: the same per output token (lengths differ on gym)
     print(f"\n| {'model':<12}| {'method':<24}| {'length':>7}| {'tokens/problem':>15}| {'s/problem':>10}"
           f"| {'x plain':>8}| {'x plain/token':>14}|")

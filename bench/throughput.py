@@ -10,6 +10,7 @@ The reference runs on a subset of prompts (it is slow); per-prompt seconds and t
 
     python bench/throughput.py                      # CPU: small random Llama, 8 prompts
     python bench/throughput.py --device cuda        # GPU: random Qwen2.5-1.5B shape, 256 chains
+    python bench/throughput.py --model smollm2      # a real model (any --model of powersample), EOS suppressed
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--shape", default=None, help="small | qwen2.5-1.5b (default: small on CPU, qwen on CUDA)")
+    ap.add_argument("--model", default=None, help="a real model instead (hub name, folder, .gguf, smollm2)")
     ap.add_argument("--prompts", type=int, default=None, help="prompts for ours (default 8 CPU, 64 CUDA)")
     ap.add_argument("--chains", type=int, default=None, help="chains per prompt (default 1 CPU, 4 CUDA)")
     ap.add_argument("--reference-prompts", type=int, default=None, help="prompts for the reference (default 2/1)")
@@ -103,12 +105,16 @@ def main():
     T = args.max_new_tokens or (1024 if cuda else 64)
     B = T // args.blocks
     dtype = torch.bfloat16 if cuda else torch.float32
-    model = build_model(shape, args.device, dtype)
+    if args.model:  # its weights as loaded (a GGUF is dequantised to float32)
+        model = powersample.load_engine(args.model, device=args.device).model
+        shape, dtype = args.model, model.dtype
+    else:
+        model = build_model(shape, args.device, dtype)
     vocab = model.config.vocab_size
     g = random.Random(0)
     prompts = [[g.randrange(2, vocab) for _ in range(args.prompt_len)] for _ in range(prompts_n)]
-    print(f"model: random {shape} on {args.device} ({dtype}); alpha={args.alpha} N={N} T={T} B={B}; "
-          f"EOS suppressed for both")
+    print(f"model: {'' if args.model else 'random '}{shape} on {args.device} ({dtype}); alpha={args.alpha} N={N} "
+          f"T={T} B={B}; EOS suppressed for both")
 
     # ours: all prompts x chains in one batch; eos id outside the vocabulary = EOS never drawn
     opts = dict(alpha=args.alpha, mcmc_steps=N, max_new_tokens=T, block_size=B, num_samples=chains,

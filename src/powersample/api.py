@@ -14,7 +14,8 @@ from .samplers.params import build
 from .samplers.result import Result
 
 # options that are not sampler parameters
-_LOADING = {"engine", "device", "dtype", "eos_token_id", "tokenizer", "reuse_cache", "trust_remote_code"}
+_LOADING = {"engine", "device", "dtype", "eos_token_id", "tokenizer", "reuse_cache", "trust_remote_code",
+            "gguf_file"}
 _RUNNING = {"num_samples", "seeds", "progress", "batch_size", "chat"}
 
 
@@ -88,8 +89,10 @@ def _encode(engine, prompt, chat: bool, i: int) -> list[int]:
     if chat:
         check(isinstance(prompt, str) and engine.tokenizer is not None and engine.tokenizer.chat_template,
               "chat=True needs string prompts and a tokenizer with a chat template", "chat")
+        # return_dict=False: transformers 5 returns a BatchEncoding by default, 4.x a list of ids
         return list(engine.tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
-                                                         add_generation_prompt=True, tokenize=True))
+                                                         add_generation_prompt=True, tokenize=True,
+                                                         return_dict=False))
     ids = engine.encode(prompt)
     check(len(ids) > 0, f"prompt {i} is empty", "prompts", i)
     return ids

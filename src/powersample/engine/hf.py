@@ -13,6 +13,7 @@ full-vocabulary logits are ever kept between calls.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -49,6 +50,9 @@ class HFEngine(Engine):
               "no EOS token: the model's generation config, config and tokenizer name none; pass eos_token_id",
               "eos_token_id")
         self.max_length = _context_length(model)
+        # transformers 5 renamed the KV-cache argument and output past_key_values -> cache (the old name warns,
+        # and goes in 5.40); 4.x models and remote code still take past_key_values
+        self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     # -- Engine hooks ------------------------------------------------------------------------
 
@@ -105,9 +109,9 @@ class HFEngine(Engine):
         ids = seqs.tokens.gather(1, last[:, None])  # (rows, 1)
         # the new column is always visible to its own query, so no row is ever fully masked
         mask = torch.cat([seqs.live, torch.ones_like(seqs.live[:, :1])], dim=1).long()
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=last[:, None],
-                         past_key_values=seqs.cache, use_cache=True)
-        seqs.cache = out.past_key_values
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=last[:, None], use_cache=True,
+                         **{self._cache_arg: seqs.cache})
+        seqs.cache = out[self._cache_arg]
         seqs.pos = torch.cat([seqs.pos, last[:, None]], dim=1)
         seqs.live = torch.cat([seqs.live, active[:, None]], dim=1)
         seqs.stale = torch.cat([seqs.stale, torch.zeros_like(active[:, None])], dim=1)
@@ -128,13 +132,13 @@ class HFEngine(Engine):
             ids = seqs.tokens[:, :width].clamp(min=0)
             # rows are left-aligned, so an all-ones mask is causal-correct for real tokens; padded
             # tails compute harmless finite values and are marked dead below
-            kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=pos,
-                          past_key_values=cache, use_cache=True)
+            kwargs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "position_ids": pos,
+                      self._cache_arg: cache, "use_cache": True}
             try:
                 out = self.model(**kwargs, logits_to_keep=1)  # skip the (rows, width, vocab) logits
             except TypeError:
                 out = self.model(**kwargs)
-            cache = out.past_key_values
+            cache = out[self._cache_arg]
         _check_cache(cache)
         seqs.cache, seqs.pos, seqs.live = cache, pos, live
         seqs.stale = torch.zeros_like(live)

@@ -32,7 +32,7 @@ from .store import RunStore, read_rows
 
 log = logging.getLogger(__name__)
 
-LOADING_OPTIONS = ("eos_token_id", "trust_remote_code", "reuse_cache")  # for load_engine, not sample()
+LOADING_OPTIONS = ("eos_token_id", "trust_remote_code", "reuse_cache", "gguf_file")  # for load_engine, not sample()
 
 
 @dataclass(frozen=True)
