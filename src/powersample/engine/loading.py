@@ -43,10 +43,10 @@ def load_engine(model, *, tokenizer=None, device: str | None = None, dtype: str 
 def _from_pretrained(name: str, tokenizer, device: str, dtype: str | None, trust_remote_code: bool):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if name == "gym":
+    if name in ("gym", "gym-mixed"):
         from ..gym import model_path
 
-        name = str(model_path())
+        name = str(model_path(name))
     local = Path(name).expanduser()
     if local.exists() and not (local / "config.json").exists():
         raise PowerSampleError(f"model folder {local} has no config.json: not a transformers model folder",

@@ -22,6 +22,7 @@ TASKS.register("humaneval", "powersample.tasks.humaneval:HumanEval")
 TASKS.register("gpqa", "powersample.tasks.gpqa:GPQA")
 TASKS.register("alpacaeval", "powersample.tasks.alpacaeval:AlpacaEval")
 TASKS.register("gym", "powersample.tasks.gym:GymTask")
+TASKS.register("gym-mixed", "powersample.tasks.gym:GymMixedTask")
 TASKS.register("jsonl", "powersample.tasks.jsonl:JsonlTask")
 
 
