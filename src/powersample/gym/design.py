@@ -83,7 +83,7 @@ GYM_MIXED = GymSpec("gym-mixed", (
     GymDesign(shortcut_rate=0.4, guess_digits=1, digits=2),
     GymDesign(shortcut_rate=0.6, guess_digits=2, digits=3),
     GymDesign(shortcut_rate=0.7, guess_digits=3, digits=4),
-), "model-mixed")
+), "model_mixed")
 SPECS = {spec.name: spec for spec in (GYM, GYM_MIXED)}
 
 
