@@ -248,6 +248,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--draws", type=int, default=4, help="samples per problem for temperature methods")
     parser.add_argument("--is-draws", type=int, default=64, help="temperature-1 draws per problem for IS")
     parser.add_argument("--mh-steps", type=int, nargs="*", default=[10, 30], help="MH steps per block to try")
+    parser.add_argument("--mh-chains", type=int, default=2, help="MH chains per problem (gym-mixed only)")
     parser.add_argument("--block-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: safe on shared CPUs)")
@@ -259,8 +260,8 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     if args.gym != "gym":
         measure_levels(args.gym, args.model, n=args.n, seed=args.seed, alpha=args.alpha, draws=args.draws,
-                       is_draws=args.is_draws, mh_steps=args.mh_steps, block_size=args.block_size,
-                       max_new_tokens=args.max_new_tokens)
+                       is_draws=args.is_draws, mh_steps=args.mh_steps, mh_chains=args.mh_chains,
+                       block_size=args.block_size, max_new_tokens=args.max_new_tokens)
         return 0
     scores = measure(args.model, n=args.n, seed=args.seed, alpha=args.alpha, draws=args.draws,
                      is_draws=args.is_draws, mh_steps=args.mh_steps, block_size=args.block_size,
