@@ -412,3 +412,36 @@ def test_gym_cli_stats_per_level(capsys):
     assert main(["gym", "stats", "--gym", "gym-mixed", "--n", "4", "--alpha", "4"]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.split()[:1] in (["1"], ["4"])]
     assert [r[0] for r in rows] == ["1", "4"] and float(rows[0][3]) > float(rows[1][3])  # temp-1 accuracy
+
+
+def test_shipped_mixed_model_loads_and_its_levels_differ():
+    pytest.importorskip("torch")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from powersample.gym.check import _agreement, importance_power
+    from powersample.gym.sampling import draw
+
+    path = gym.model_path("gym-mixed")
+    assert (path / "model.safetensors").stat().st_size <= 10 * 2**20
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    assert tok("Q:35+46\n")["input_ids"][0] == tok.bos_token_id
+    acc, agree, low, power = {}, {}, {}, {}
+    for design in MIXED.levels:
+        d = design.digits
+        problems = gym.eval_problems(12, seed=5, digits=d, name=MIXED.problem_name(design))
+        rows = draw(model, problems, 1.0, samples=8, seed=0, max_new_tokens=64)
+        grades = [[gym.grade(p, x.text, x.finished) for x in row] for p, row in zip(problems, rows, strict=True)]
+        acc[d] = sum(g.correct for row in grades for g in row) / (12 * 8)
+        agree[d] = _agreement([[g.answer for g in row] for row in grades])
+        power[d] = sum(importance_power(problems, rows, 4.0)) / 12
+        cold = draw(model, problems, 0.25, samples=4, seed=0, max_new_tokens=64)
+        low[d] = sum(gym.grade(p, x.text, x.finished).correct for p, row in zip(problems, cold, strict=True)
+                     for x in row) / (12 * 4)
+    # one chain is less often right and two chains agree less often, level by level, as the design says
+    # (levels 3 and 4 differ by 0.31 vs 0.22 at temperature 1: too close for 12 problems, so the low
+    # temperature, 0.17 vs 0.03, separates them here; `gym check` measures the full order on more)
+    assert acc[1] > acc[2] > acc[3] and acc[2] > acc[4] and acc[1] > 0.9 and acc[4] < 0.4
+    assert agree[1] > agree[2] > agree[3] and agree[2] > agree[4] and agree[4] < 0.15
+    assert low[1] > low[2] > low[3] > low[4]
+    assert all(power[d] > acc[d] for d in (2, 3, 4)) and power[4] > 0.6  # pi_alpha still finds the answer
