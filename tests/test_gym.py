@@ -435,9 +435,9 @@ def test_shipped_mixed_model_loads_and_its_levels_differ():
         acc[d] = sum(g.correct for row in grades for g in row) / (12 * 8)
         agree[d] = _agreement([[g.answer for g in row] for row in grades])
         power[d] = sum(importance_power(problems, rows, 4.0)) / 12
-        cold = draw(model, problems, 0.25, samples=4, seed=0, max_new_tokens=64)
+        cold = draw(model, problems, 0.25, samples=8, seed=0, max_new_tokens=64)
         low[d] = sum(gym.grade(p, x.text, x.finished).correct for p, row in zip(problems, cold, strict=True)
-                     for x in row) / (12 * 4)
+                     for x in row) / (12 * 8)
     # one chain is less often right and two chains agree less often, level by level, as the design says
     # (levels 3 and 4 differ by 0.31 vs 0.22 at temperature 1: too close for 12 problems, so the low
     # temperature, 0.17 vs 0.03, separates them here; `gym check` measures the full order on more)
