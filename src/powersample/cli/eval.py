@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = _Formatter
     what = p.add_argument_group("what to run")
     what.add_argument("--task", required=True,
-                      help="math500, humaneval, gpqa, alpacaeval, gym, or jsonl (your own problems)")
+                      help="math500, humaneval, gpqa, alpacaeval, gym, gym-mixed, or jsonl (your own problems)")
     what.add_argument("--model", required=True, help="Hugging Face name, local folder, or 'gym'")
     what.add_argument("--method", default="power", help=f"sampling method: {', '.join(METHODS)}")
     what.add_argument("--data", default=None, help="local data file instead of the shipped/hub data "
