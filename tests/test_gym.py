@@ -445,3 +445,13 @@ def test_shipped_mixed_model_loads_and_its_levels_differ():
     assert agree[1] > agree[2] > agree[3] and agree[2] > agree[4] and agree[4] < 0.15
     assert low[1] > low[2] > low[3] > low[4]
     assert all(power[d] > acc[d] for d in (2, 3, 4)) and power[4] > 0.6  # pi_alpha still finds the answer
+
+
+def test_measure_levels_scores_every_level():
+    from powersample.gym.check import measure_levels
+
+    scores = measure_levels("gym-mixed", n=3, draws=2, is_draws=2, mh_steps=(), echo=None)
+    assert [(s.digits, s.method.split()[0]) for s in scores] == [
+        (d, m) for d in (1, 2, 3, 4) for m in ("temperature", "temperature", "pi_alpha")]
+    assert all(s.accuracy.n == 3 and 0 <= s.accuracy.accuracy <= 1 for s in scores)
+    assert scores[0].agree is not None and scores[2].agree is None  # no agreement for the IS estimate

@@ -90,7 +90,7 @@ def _level_stats(args: argparse.Namespace, overrides: dict) -> int:
     """The mixed gym's exact numbers: one row per level and alpha."""
     from dataclasses import replace
 
-    from ..gym import design_numbers, eval_problems, get_spec
+    from ..gym import design_numbers, get_spec
 
     spec = get_spec(args.gym)
     print(f"{spec.name}: exact over {args.n} held-out problems per level (50 for 1 digit; seed {args.seed}); "
@@ -99,8 +99,7 @@ def _level_stats(args: argparse.Namespace, overrides: dict) -> int:
           f"{'pi_alpha acc':>12} {'agree':>6} | {'greedy':>6} {'P(A first)':>10}")
     for level in spec.levels:
         design = replace(level, **overrides)
-        problems = eval_problems(min(args.n, 50) if level.digits == 1 else args.n, args.seed, level.digits,
-                                 spec.problem_name(level))
+        problems = spec.level_problems(level, args.n, args.seed)
         for alpha in args.alpha:
             d = design_numbers(problems, design, alpha)
             print(f"{level.digits:>6} {alpha:>5g} | {d.temperature_one:10.4f} {d.agree_temperature_one:6.3f} | "

@@ -180,7 +180,6 @@ def measure_levels(spec="gym-mixed", model_dir: str | Path | None = None, n: int
 
     from . import model_path
     from .design import get_spec
-    from .task import eval_problems
 
     spec = get_spec(spec)
     check(n > 0 and draws > 1 and is_draws > 1 and mh_chains > 1, "need n > 0 and draws, is_draws, mh_chains > 1",
@@ -191,8 +190,7 @@ def measure_levels(spec="gym-mixed", model_dir: str | Path | None = None, n: int
     say(f"model {path}, {n} held-out problems per level (seed {seed}), alpha {alpha:g}")
     out: list[LevelScore] = []
     for level in spec.levels:
-        problems = eval_problems(min(n, 50) if level.digits == 1 else n, seed, level.digits,
-                                 spec.problem_name(level))  # one-digit sums: only 100 pairs
+        problems = spec.level_problems(level, n, seed)
         for method, temp in (("temperature 1", 1.0), (f"temperature 1/alpha = {1 / alpha:g}", 1 / alpha)):
             score, rows = _sampled(model, problems, method, temp, draws, seed, max_new_tokens)
             answers = [[grade(p, d.text, d.finished).answer for d in row] for p, row in zip(problems, rows,

@@ -13,8 +13,8 @@ amplifies that choice, while p^alpha over whole sequences weighs each full conti
 one correct worked solution (prob ~0.31) beats every guess (prob ~0.006) by far.
 
 A GymSpec names a gym and its difficulty levels, one GymDesign each. The first gym ("gym") has one
-level (3 digits). The mixed gym ("gym-mixed") has four, 1..4 digit columns, whose shortcut is ever more
-tempting and ever less often right, so that one chain settles a 1-digit sum while a 4-digit one needs
+level (3 digits). The mixed gym ("gym-mixed") has four, 1..4 digit columns, whose shortcut is ever less
+often right and, from level 2 on, ever more tempting, so that one chain settles a 1-digit sum while a 4-digit one needs
 several chains and a vote (docs/gym.md, "The mixed gym").
 """
 
@@ -65,12 +65,12 @@ class GymSpec:
 
         return [p for d in self.levels for p in eval_problems(per_level, seed, d.digits, self.problem_name(d))]
 
-    def level(self, digits: int) -> GymDesign:
-        for design in self.levels:
-            if design.digits == digits:
-                return design
-        raise PowerSampleError(f"gym {self.name!r} has no {digits}-digit level; its levels are "
-                               f"{[d.digits for d in self.levels]}", "digits", digits)
+    def level_problems(self, design: GymDesign, n: int, seed: int = 0) -> list:
+        """Up to `n` held-out problems of one level: all of them but one-digit sums, which have only 100
+        pairs and give at most 50 (for measurements that ask every level for the same n)."""
+        from .task import eval_problems
+
+        return eval_problems(min(n, 50) if design.digits == 1 else n, seed, design.digits, self.problem_name(design))
 
 
 GYM = GymSpec("gym", (GymDesign(),), "model")

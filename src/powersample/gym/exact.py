@@ -142,12 +142,5 @@ def design_numbers(problems: Sequence[Problem] | None = None, design: GymDesign 
 def level_numbers(spec: GymSpec | str = "gym-mixed", n: int = 200, alpha: float = 4.0,
                   seed: int = 0) -> dict[int, DesignNumbers]:
     """design_numbers per level of gym `spec` (keyed by digits), each over the level's held-out problems."""
-    from .task import eval_problems
-
     spec = get_spec(spec)
-    out = {}
-    for level in spec.levels:
-        problems = eval_problems(min(n, 50) if level.digits == 1 else n, seed, level.digits,
-                                 spec.problem_name(level))
-        out[level.digits] = design_numbers(problems, level, alpha)
-    return out
+    return {level.digits: design_numbers(spec.level_problems(level, n, seed), level, alpha) for level in spec.levels}
