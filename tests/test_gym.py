@@ -287,3 +287,171 @@ def test_gym_cli_stats_prints_the_numbers(capsys):
 def test_corpus_rejects_bad_sizes():
     with pytest.raises(PowerSampleError):
         gym.corpus(-1)
+
+
+# -- the first gym is unchanged by the mixed gym's parametrisation ---------------------------------
+
+def test_first_gym_problems_corpus_and_numbers_are_unchanged():
+    # ids, corpus stream and exact numbers as the first gym produced them before GymSpec existed
+    assert [p.id for p in gym.eval_problems(3, seed=0)] == ["add-650+278", "add-359+665", "add-320+490"]
+    assert [e.text for e in gym.corpus(2, seed=5)] == [
+        "Q:205+306\n5+6+0=11;0+0+1=01;2+3+0=05;A:511", "Q:880+667\nA:1416"]
+    d = gym.design_numbers(gym.eval_problems(100, seed=0), alpha=4.0)
+    assert (d.temperature_one, d.low_temperature, d.greedy, d.power) == pytest.approx(
+        (0.3144152, 0.1690363922, 0.0049, 0.9999628576), rel=1e-8)
+    assert gym.GYM.levels == (gym.GymDesign(),)
+    assert gym.worked_solution(P) == "7+8+0=15;5+6+1=12;3+4+1=08;A:825"
+
+
+# -- the mixed gym ---------------------------------------------------------------------------------
+
+MIXED = gym.GYM_MIXED
+
+
+def test_mixed_problems_carry_their_level_and_are_held_out():
+    problems = MIXED.eval_problems(20, seed=0)
+    assert [p.digits for p in problems] == [1] * 20 + [2] * 20 + [3] * 20 + [4] * 20
+    assert len({p.id for p in problems}) == 80
+    for p in problems:
+        assert p.id == f"add{p.digits}-{p.a}+{p.b}" and p.heldout
+        assert len(str(p.a)) == len(str(p.b)) == p.digits
+        assert gym.parse_prompt(p.prompt).answer == p.answer
+    rng = random.Random(0)
+    assert all(q.digits == 4 and not q.heldout for q in (train_problem(rng, 4, "add4") for _ in range(1000)))
+    with pytest.raises(PowerSampleError, match="at most 50"):
+        gym.eval_problems(60, digits=1)  # one-digit sums: 100 pairs in all
+    with pytest.raises(PowerSampleError, match="not a gym prompt"):
+        gym.parse_prompt("Q:35+468\n")  # operands of different lengths
+
+
+def test_mixed_task_is_registered_with_level_ids():
+    from powersample.tasks import get_task
+
+    task = get_task("gym-mixed", count=3)
+    problems = task.load(None)
+    assert [p.id.split("-")[0] for p in problems] == ["add1"] * 3 + ["add2"] * 3 + ["add3"] * 3 + ["add4"] * 3
+    p4 = problems[-1]
+    a, b = (int(x) for x in p4.prompt[2:-1].split("+"))
+    assert task.grade(p4, f"A:{a + b}").correct and not task.grade(p4, f"A:{a + b + 1}").correct
+
+
+def test_mixed_data_process_matches_its_exact_law():
+    rng = random.Random(7)
+    for design in MIXED.levels:
+        problem = gym.eval_problems(1, seed=2, digits=design.digits, name=MIXED.problem_name(design))[0]
+        law = gym.completion_distribution(problem, design)
+        assert sum(law.values()) == pytest.approx(1.0)
+        n = 2000
+        counts = Counter(gym.sample_completion(problem, design, rng).completion for _ in range(n))
+        assert set(counts) <= set(law)
+        exact = gym.design_numbers([problem], design, alpha=4.0)
+        right = sum(c for text, c in counts.items() if gym.grade(problem, text).correct) / n
+        sd = math.sqrt(exact.temperature_one * (1 - exact.temperature_one) / n) + 1e-9
+        assert abs(right - exact.temperature_one) < 4 * sd + 1e-3  # sampled P(correct) = exact
+        short = sum(c for text, c in counts.items() if text.startswith("A")) / n
+        assert abs(short - design.shortcut_rate) < 4 * math.sqrt(0.25 / n)
+        pairs = [(gym.sample_completion(problem, design, rng), gym.sample_completion(problem, design, rng))
+                 for _ in range(1000)]
+        agree = sum(gym.extract_answer(x.completion)[0] == gym.extract_answer(y.completion)[0]
+                    for x, y in pairs) / len(pairs)
+        sd = math.sqrt(exact.agree_temperature_one * (1 - exact.agree_temperature_one) / len(pairs)) + 1e-9
+        assert abs(agree - exact.agree_temperature_one) < 4 * sd + 1e-3  # sampled agreement = exact
+
+
+def test_mixed_levels_differ_in_the_stated_direction():
+    levels = gym.level_numbers("gym-mixed", n=12, alpha=4.0)
+    assert sorted(levels) == [1, 2, 3, 4]
+    t1 = [levels[d].temperature_one for d in (1, 2, 3, 4)]
+    low = [levels[d].low_temperature for d in (1, 2, 3, 4)]
+    agree = [levels[d].agree_temperature_one for d in (1, 2, 3, 4)]
+    assert t1 == sorted(t1, reverse=True) and t1[0] > 0.9 and t1[3] < 0.3  # one chain: ever less often right
+    assert low == sorted(low, reverse=True) and low[3] < 0.1  # low temperature falls for the shortcut
+    assert agree == sorted(agree, reverse=True) and agree[0] > 0.9 and agree[3] < 0.1  # two chains: agree less
+    assert all(levels[d].power > 0.99 for d in levels)  # pi_alpha is right at every level
+    assert levels[1].shortcut_correct == 1.0  # level 1's shortcut is the sum itself
+
+
+def test_draw_keeps_problem_order_across_prompt_lengths():
+    pytest.importorskip("torch")
+    from transformers import AutoModelForCausalLM
+
+    from powersample.gym.sampling import draw
+
+    model = AutoModelForCausalLM.from_pretrained(gym.model_path()).eval()
+    mixed = [P, Problem(35, 46, 2, "add2"), Problem(120, 333), Problem(7, 8, 1, "add1")]
+    together = draw(model, mixed, 0.0, max_new_tokens=20)
+    alone = [draw(model, [p], 0.0, max_new_tokens=20)[0] for p in mixed]
+    for a, b in zip(together, alone, strict=True):
+        assert a[0].token_ids == b[0].token_ids and a[0].logp == pytest.approx(b[0].logp, abs=1e-4)
+    assert together[1][0].token_ids != together[0][0].token_ids  # not all the same row
+
+
+def test_agreement_and_majority_on_constructed_cases():
+    from powersample.gym.check import _agreement, _majority
+    from powersample.gym.sampling import Draw
+
+    assert _agreement([[1, 1, 2], [None, None]]) == pytest.approx(1 / 4)  # 1 of 3 pairs, 0 of 1
+    right, wrong = Draw((), "A:825", -5.0, True), Draw((), "A:731", -1.0, True)
+    assert _majority(P, [right, right, wrong]) == 1.0
+    assert _majority(P, [right, wrong]) == 0.0  # a tie goes to the higher log p
+    assert _majority(P, [Draw((), "A:825", 0.0, False), wrong]) == 0.0  # unfinished chains do not vote
+
+
+def test_tiny_mixed_training_logs_every_level(tmp_path):
+    pytest.importorskip("torch")
+    from powersample.gym.train import TINY, TrainConfig, train
+
+    out = train(tmp_path / "m", steps=2, config=TrainConfig(**TINY), spec="gym-mixed", echo=None)
+    log = json.loads((out / "train_log.json").read_text())
+    assert log["gym"] == "gym-mixed" and [d["digits"] for d in log["levels"]] == [1, 2, 3, 4]
+
+
+def test_gym_cli_stats_per_level(capsys):
+    from powersample.cli.main import main
+
+    assert main(["gym", "stats", "--gym", "gym-mixed", "--n", "4", "--alpha", "4"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.split()[:1] in (["1"], ["4"])]
+    assert [r[0] for r in rows] == ["1", "4"] and float(rows[0][3]) > float(rows[1][3])  # temp-1 accuracy
+
+
+def test_shipped_mixed_model_loads_and_its_levels_differ():
+    pytest.importorskip("torch")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from powersample.gym.check import _agreement, importance_power
+    from powersample.gym.sampling import draw
+
+    path = gym.model_path("gym-mixed")
+    assert (path / "model.safetensors").stat().st_size <= 10 * 2**20
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    assert tok("Q:35+46\n")["input_ids"][0] == tok.bos_token_id
+    acc, agree, low, power = {}, {}, {}, {}
+    for design in MIXED.levels:
+        d = design.digits
+        problems = gym.eval_problems(12, seed=5, digits=d, name=MIXED.problem_name(design))
+        rows = draw(model, problems, 1.0, samples=8, seed=0, max_new_tokens=64)
+        grades = [[gym.grade(p, x.text, x.finished) for x in row] for p, row in zip(problems, rows, strict=True)]
+        acc[d] = sum(g.correct for row in grades for g in row) / (12 * 8)
+        agree[d] = _agreement([[g.answer for g in row] for row in grades])
+        power[d] = sum(importance_power(problems, rows, 4.0)) / 12
+        cold = draw(model, problems, 0.25, samples=8, seed=0, max_new_tokens=64)
+        low[d] = sum(gym.grade(p, x.text, x.finished).correct for p, row in zip(problems, cold, strict=True)
+                     for x in row) / (12 * 8)
+    # one chain is less often right and two chains agree less often, level by level, as the design says
+    # (levels 3 and 4 differ by 0.31 vs 0.22 at temperature 1: too close for 12 problems, so the low
+    # temperature, 0.17 vs 0.03, separates them here; `gym check` measures the full order on more)
+    assert acc[1] > acc[2] > acc[3] and acc[2] > acc[4] and acc[1] > 0.9 and acc[4] < 0.4
+    assert agree[1] > agree[2] > agree[3] and agree[2] > agree[4] and agree[4] < 0.15
+    assert low[1] > low[2] > low[3] > low[4]
+    assert all(power[d] > acc[d] for d in (2, 3, 4)) and power[4] > 0.6  # pi_alpha still finds the answer
+
+
+def test_measure_levels_scores_every_level():
+    from powersample.gym.check import measure_levels
+
+    scores = measure_levels("gym-mixed", n=3, draws=2, is_draws=2, mh_steps=(), echo=None)
+    assert [(s.digits, s.method.split()[0]) for s in scores] == [
+        (d, m) for d in (1, 2, 3, 4) for m in ("temperature", "temperature", "pi_alpha")]
+    assert all(s.accuracy.n == 3 and 0 <= s.accuracy.accuracy <= 1 for s in scores)
+    assert scores[0].agree is not None and scores[2].agree is None  # no agreement for the IS estimate

@@ -42,7 +42,7 @@ class TestRegistry:
 
     def test_unknown_name_suggests_and_lists(self):
         with pytest.raises(PowerSampleError, match=r"unknown task 'math5000'\. Did you mean 'math500'\?"
-                                                   r".*Available: alpacaeval, gpqa, gym, humaneval, jsonl, "
+                                                   r".*Available: alpacaeval, gpqa, gym, gym-mixed, humaneval, jsonl, "
                                                    r"math500"):
             TASKS.get("math5000")
 

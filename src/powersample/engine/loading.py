@@ -51,10 +51,10 @@ def _from_pretrained(name: str, tokenizer, device: str, dtype: str | None, trust
                      gguf_file: str | None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if name == "gym":
+    if name in ("gym", "gym-mixed"):
         from ..gym import model_path
 
-        name = str(model_path())
+        name = str(model_path(name))
     elif name == "smollm2":
         name = str(smollm2_path())
     if name.lower().endswith(".gguf"):  # a GGUF file: transformers wants its folder and its name

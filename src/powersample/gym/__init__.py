@@ -6,6 +6,10 @@
     gym.model_path()                                   # folder for AutoModelForCausalLM.from_pretrained
     gym.design_numbers()                               # exact accuracies under the data distribution
 
+    gym.GYM_MIXED.eval_problems(50, seed=0)            # the mixed gym: 1..4-digit sums, ids "add2-35+46"
+    gym.level_numbers("gym-mixed")                     # its exact numbers per level
+    gym.model_path("gym-mixed")
+
     from powersample.gym.train import train            # retrain: train(out_dir, steps=5000, seed=0)
 
 Task, data, grader and exact numbers are pure Python; only train, check and sampling need torch.
@@ -17,21 +21,23 @@ from pathlib import Path
 
 from ..errors import PowerSampleError
 from .data import ANSWER, Example, completion_distribution, corpus, sample_completion, worked_solution
-from .design import GymDesign
-from .exact import DesignNumbers, design_numbers
+from .design import GYM, GYM_MIXED, GymDesign, GymSpec, get_spec
+from .exact import DesignNumbers, design_numbers, level_numbers
 from .grader import Grade, extract_answer, grade
 from .task import Problem, eval_problems, is_heldout, parse_prompt
 
-__all__ = ["ANSWER", "DesignNumbers", "Example", "Grade", "GymDesign", "Problem", "completion_distribution",
-           "corpus", "design_numbers", "eval_problems", "extract_answer", "grade", "is_heldout", "model_path",
-           "parse_prompt", "sample_completion", "worked_solution"]
+__all__ = ["ANSWER", "GYM", "GYM_MIXED", "DesignNumbers", "Example", "Grade", "GymDesign", "GymSpec", "Problem",
+           "completion_distribution", "corpus", "design_numbers", "eval_problems", "extract_answer", "get_spec",
+           "grade", "is_heldout", "level_numbers", "model_path", "parse_prompt", "sample_completion",
+           "worked_solution"]
 
 
-def model_path() -> Path:
-    """The folder of the shipped, trained gym model (weights, config and tokenizer)."""
-    path = Path(__file__).resolve().parent / "model"
+def model_path(spec: GymSpec | str = "gym") -> Path:
+    """The folder of a shipped, trained gym model (weights, config and tokenizer): "gym" or "gym-mixed"."""
+    spec = get_spec(spec)
+    path = Path(__file__).resolve().parent / spec.model_dir
     if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
-        raise PowerSampleError(f"the gym model is missing from {path}: reinstall powersample, or train it "
-                               f"with `powersample gym train --out {path}`", "model", str(path))
+        raise PowerSampleError(f"the {spec.name} model is missing from {path}: reinstall powersample, or train "
+                               f"it with `powersample gym train --gym {spec.name} --out {path}`", "model", str(path))
     return path
 

@@ -132,6 +132,102 @@ def measure(model_dir: str | Path | None = None, n: int = 200, seed: int = 0, al
     return scores
 
 
+@dataclass(frozen=True)
+class LevelScore:
+    """One method on one level of a gym: how often a chain is right and how often two chains agree."""
+
+    digits: int
+    method: str
+    accuracy: Score  # one chain's P(correct), per problem averaged over its chains
+    agree: float | None  # P(two chains of a problem state the same answer), over all pairs; None for IS
+    majority: float | None  # majority vote over a problem's chains (ties: higher log p); None if not computed
+
+    def line(self) -> str:
+        extra = "" if self.agree is None else f"   2 chains agree {100 * self.agree:5.1f}%"
+        extra += "" if self.majority is None else f"   maj@{self.accuracy.draws} {100 * self.majority:5.1f}%"
+        return f"  {self.digits} digits  {self.accuracy.line()}{extra}"
+
+
+def _agreement(answers: Sequence[Sequence[int | None]]) -> float:
+    """Share of chain pairs, over problems, that state the same answer (no answer never agrees)."""
+    same = pairs = 0
+    for row in answers:
+        for i in range(len(row)):
+            for j in range(i + 1, len(row)):
+                pairs += 1
+                same += row[i] is not None and row[i] == row[j]
+    return same / pairs
+
+
+def _majority(problem: Problem, row) -> float:
+    """1.0 when the most frequent answer among the draws (ties: the higher log p) is right."""
+    votes: dict[int, tuple[int, float]] = {}
+    for d in row:
+        g = grade(problem, d.text, d.finished)
+        if g.answer is not None and d.finished:
+            n, lp = votes.get(g.answer, (0, -math.inf))
+            votes[g.answer] = (n + 1, max(lp, d.logp))
+    return float(bool(votes) and max(votes, key=votes.get) == problem.answer)
+
+
+def measure_levels(spec="gym-mixed", model_dir: str | Path | None = None, n: int = 50, seed: int = 0,
+                   alpha: float = 4.0, draws: int = 8, is_draws: int = 32, mh_steps: Sequence[int] = (10,),
+                   mh_chains: int = 2, block_size: int = 16, max_new_tokens: int = 64,
+                   echo=print) -> list[LevelScore]:
+    """Per level of gym `spec`: temperature 1 and 1/alpha (`draws` chains per problem), pi_alpha by IS, and
+    MH power sampling (`mh_chains` chains per problem) on `n` held-out problems per level."""
+    from transformers import AutoModelForCausalLM
+
+    from . import model_path
+    from .design import get_spec
+
+    spec = get_spec(spec)
+    check(n > 0 and draws > 1 and is_draws > 1 and mh_chains > 1, "need n > 0 and draws, is_draws, mh_chains > 1",
+          "n", n)
+    path = str(model_dir or model_path(spec))
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    say = echo or (lambda _m: None)
+    say(f"model {path}, {n} held-out problems per level (seed {seed}), alpha {alpha:g}")
+    out: list[LevelScore] = []
+    for level in spec.levels:
+        problems = spec.level_problems(level, n, seed)
+        for method, temp in (("temperature 1", 1.0), (f"temperature 1/alpha = {1 / alpha:g}", 1 / alpha)):
+            score, rows = _sampled(model, problems, method, temp, draws, seed, max_new_tokens)
+            answers = [[grade(p, d.text, d.finished).answer for d in row] for p, row in zip(problems, rows,
+                                                                                            strict=True)]
+            maj = sum(_majority(p, row) for p, row in zip(problems, rows, strict=True)) / len(problems)
+            out.append(LevelScore(level.digits, method, score, _agreement(answers), maj))
+            say(out[-1].line())
+        t0 = time.perf_counter()
+        _, rows = _sampled(model, problems, "is", 1.0, is_draws, seed + 1, max_new_tokens)
+        score = _score(f"pi_alpha by IS ({is_draws} temp-1 draws)", importance_power(problems, rows, alpha),
+                       is_draws, time.perf_counter() - t0)
+        out.append(LevelScore(level.digits, score.method, score, None, None))
+        say(out[-1].line())
+        for steps in mh_steps:
+            out.append(_mh_level(path, problems, level.digits, alpha, steps, block_size, seed, max_new_tokens,
+                                 mh_chains))
+            say(out[-1].line())
+    return out
+
+
+def _mh_level(path: str, problems: Sequence[Problem], digits: int, alpha: float, steps: int, block_size: int,
+              seed: int, max_new_tokens: int, chains: int) -> LevelScore:
+    import powersample
+
+    t0 = time.perf_counter()
+    res = powersample.sample(path, [p.prompt for p in problems], method="power", alpha=alpha, mcmc_steps=steps,
+                             block_size=block_size, max_new_tokens=max_new_tokens, seed=seed, device="cpu",
+                             num_samples=chains, batch_size=len(problems))
+    rows: list[list] = [[] for _ in problems]
+    for r in res:
+        rows[r.prompt_index].append(grade(problems[r.prompt_index], r.text or "", r.finished))
+    values = [sum(g.correct for g in row) / len(row) for row in rows]
+    score = _score(f"power MH (N={steps}, B={block_size}, q temp 1/alpha)", values, chains,
+                   time.perf_counter() - t0)
+    return LevelScore(digits, score.method, score, _agreement([[g.answer for g in row] for row in rows]), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m powersample.gym.check`: print the table."""
     parser = argparse.ArgumentParser(prog="python -m powersample.gym.check",
@@ -141,13 +237,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="model folder (default: the shipped gym model)")
+    parser.add_argument("--gym", default="gym", choices=["gym", "gym-mixed"],
+                        help="which gym; gym-mixed is measured per level (--n problems per level)")
+    parser.add_argument("--model", default=None, help="model folder (default: the shipped model of --gym)")
     parser.add_argument("--n", type=int, default=200, help="held-out problems")
     parser.add_argument("--seed", type=int, default=0, help="eval problem seed (and sampling seed)")
     parser.add_argument("--alpha", type=float, default=4.0)
     parser.add_argument("--draws", type=int, default=4, help="samples per problem for temperature methods")
     parser.add_argument("--is-draws", type=int, default=64, help="temperature-1 draws per problem for IS")
     parser.add_argument("--mh-steps", type=int, nargs="*", default=[10, 30], help="MH steps per block to try")
+    parser.add_argument("--mh-chains", type=int, default=2, help="MH chains per problem (gym-mixed only)")
     parser.add_argument("--block-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: safe on shared CPUs)")
@@ -157,6 +256,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.gym != "gym":
+        measure_levels(args.gym, args.model, n=args.n, seed=args.seed, alpha=args.alpha, draws=args.draws,
+                       is_draws=args.is_draws, mh_steps=args.mh_steps, mh_chains=args.mh_chains,
+                       block_size=args.block_size, max_new_tokens=args.max_new_tokens)
+        return 0
     scores = measure(args.model, n=args.n, seed=args.seed, alpha=args.alpha, draws=args.draws,
                      is_draws=args.is_draws, mh_steps=args.mh_steps, block_size=args.block_size,
                      max_new_tokens=args.max_new_tokens)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..errors import check
-from .design import GymDesign
+from .design import GymDesign, GymSpec, get_spec
 from .task import Problem, train_problem
 
 ANSWER = "A:"  # a completion ends with ANSWER + the number, then EOS
@@ -31,9 +31,9 @@ class Example:
         return self.problem.prompt + self.completion
 
 
-def _digits(n: int) -> list[int]:
-    """Units, tens, hundreds."""
-    return [n % 10, n // 10 % 10, n // 100]
+def _digits(n: int, count: int) -> list[int]:
+    """The `count` lowest digits of n, units first."""
+    return [n // 10 ** i % 10 for i in range(count)]
 
 
 def column_errors(column_sum: int, design: GymDesign) -> list[tuple[int, float]]:
@@ -43,34 +43,39 @@ def column_errors(column_sum: int, design: GymDesign) -> list[tuple[int, float]]
     return [(0, 1.0 - eps)] + [(d, eps / len(ok)) for d in ok if eps > 0]
 
 
-def worked_solution(problem: Problem, offsets: tuple[int, ...] = (0, 0, 0)) -> str:
-    """Column-by-column addition; offsets[i] is added to column i's sum (0 everywhere = correct)."""
-    check(len(offsets) == 3, f"need one offset per column, got {offsets!r}", "offsets", offsets)
-    steps, out, carry = [], [], 0
-    for x, y, off in zip(_digits(problem.a), _digits(problem.b), offsets, strict=True):
+def worked_solution(problem: Problem, offsets: tuple[int, ...] | None = None) -> str:
+    """Column-by-column addition; offsets[i] is added to column i's sum (None or 0s = correct)."""
+    n = problem.digits
+    offsets = (0,) * n if offsets is None else tuple(offsets)
+    check(len(offsets) == n, f"need one offset per column, got {offsets!r}", "offsets", offsets)
+    steps, value, carry = [], 0, 0
+    for col, (x, y, off) in enumerate(zip(_digits(problem.a, n), _digits(problem.b, n), offsets, strict=True)):
         s = x + y + carry + off
         check(0 <= s <= 19, f"column sum {s} out of range: offsets {offsets!r}", "offsets", offsets)
         steps.append(f"{x}+{y}+{carry}={s:02d}")
         carry, d = divmod(s, 10)
-        out.append(d)
-    value = carry * 1000 + out[2] * 100 + out[1] * 10 + out[0]
+        value += d * 10 ** col
+    value += carry * 10 ** n
     return ";".join(steps) + f";{ANSWER}{value}"
 
 
 def shortcut_guesses(problem: Problem, design: GymDesign) -> list[str]:
-    """Every shortcut completion (equally likely): hundreds digits summed, the rest guessed."""
-    head = problem.a // 100 + problem.b // 100
-    k = design.guess_digits
+    """Every shortcut completion (equally likely): the leading digits summed, then `guess_digits`
+    random digits, then zeros down to the units (3 digits, 2 guessed: "A:7" + "31")."""
+    n, k = problem.digits, design.guess_digits
+    check(n == design.digits, f"a {n}-digit problem needs a {n}-digit design, got {design}", "design", design)
+    head = problem.a // 10 ** (n - 1) + problem.b // 10 ** (n - 1)
+    zeros = "0" * (n - 1 - k)
     if k == 0:
-        return [f"{ANSWER}{head}00"]
-    return [f"{ANSWER}{head}{tail:0{k}d}{'0' * (2 - k)}" for tail in range(10 ** k)]
+        return [f"{ANSWER}{head}{zeros}"]
+    return [f"{ANSWER}{head}{tail:0{k}d}{zeros}" for tail in range(10 ** k)]
 
 
 def _worked_variants(problem: Problem, design: GymDesign) -> list[tuple[tuple[int, ...], float]]:
     """All offset patterns with their probabilities; each column's law depends on the carry so far."""
     variants: list[tuple[tuple[int, ...], float]] = [((), 1.0)]
-    da, db = _digits(problem.a), _digits(problem.b)
-    for col in range(3):
+    da, db = _digits(problem.a, problem.digits), _digits(problem.b, problem.digits)
+    for col in range(problem.digits):
         nxt = []
         for offs, p in variants:
             carry = _carry_into(da, db, offs)
@@ -89,7 +94,7 @@ def _carry_into(da: list[int], db: list[int], offsets: tuple[int, ...]) -> int:
 
 def completion_distribution(problem: Problem, design: GymDesign | None = None) -> dict[str, float]:
     """Exact law of a completion (text without EOS) given the problem; the values sum to 1."""
-    design = design or GymDesign()
+    design = design or GymDesign(digits=problem.digits)
     dist: dict[str, float] = {}
     for offs, p in _worked_variants(problem, design):
         dist[worked_solution(problem, offs)] = (1 - design.shortcut_rate) * p
@@ -103,17 +108,25 @@ def sample_completion(problem: Problem, design: GymDesign, rng: random.Random) -
     """One draw from `completion_distribution(problem, design)`."""
     if rng.random() < design.shortcut_rate:
         return Example(problem, rng.choice(shortcut_guesses(problem, design)), "shortcut")
-    da, db = _digits(problem.a), _digits(problem.b)
+    da, db = _digits(problem.a, problem.digits), _digits(problem.b, problem.digits)
     offs: tuple[int, ...] = ()
-    for col in range(3):
+    for col in range(problem.digits):
         law = column_errors(da[col] + db[col] + _carry_into(da, db, offs), design)
         offs += (rng.choices([d for d, _ in law], weights=[q for _, q in law])[0],)
     return Example(problem, worked_solution(problem, offs), "flawed" if any(offs) else "worked")
 
 
-def corpus(n: int, seed: int = 0, design: GymDesign | None = None) -> list[Example]:
+def sample_example(spec: GymSpec, rng: random.Random, design: GymDesign | None = None) -> Example:
+    """One training document of gym `spec`: a uniformly random level (none drawn when there is one),
+    a training-side problem of that level, and a completion from the level's design (or `design`)."""
+    level = spec.levels[0] if len(spec.levels) == 1 else rng.choice(spec.levels)
+    design = design or level
+    return sample_completion(train_problem(rng, level.digits, spec.problem_name(level)), design, rng)
+
+
+def corpus(n: int, seed: int = 0, design: GymDesign | None = None, spec: GymSpec | str = "gym") -> list[Example]:
     """`n` training documents from training-side problems, reproducible from `seed`."""
-    design = design or GymDesign()
+    spec = get_spec(spec)
     check(isinstance(n, int) and n >= 0, f"n must be an integer >= 0, got {n!r}", "n", n)
-    rng = random.Random(f"powersample.gym.corpus/{seed}")
-    return [sample_completion(train_problem(rng), design, rng) for _ in range(n)]
+    rng = random.Random(f"powersample.gym.corpus/{seed}" + ("" if spec.name == "gym" else f"/{spec.name}"))
+    return [sample_example(spec, rng, design) for _ in range(n)]

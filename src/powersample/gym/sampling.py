@@ -43,13 +43,16 @@ def draw(model, problems: Sequence[Problem], temperature: float, samples: int = 
     check(first is None or len(first) == len(problems), "first needs one token per problem", "first", first)
     prompts = [[BOS_ID, *encode(p.prompt)] for p in problems for _ in range(samples)]
     forced = None if first is None else [f for f in first for _ in range(samples)]
-    check(len({len(p) for p in prompts}) <= 1, "gym prompts must share one length", "problems", problems)
     gen = torch.Generator().manual_seed(seed)
-    rows: list[Draw] = []
-    for lo in range(0, len(prompts), batch_size):
-        hi = min(lo + batch_size, len(prompts))
-        rows += _draw_batch(model, prompts[lo:hi], None if forced is None else forced[lo:hi], temperature,
-                            max_new_tokens, gen)
+    rows: list[Draw | None] = [None] * len(prompts)
+    for length in sorted({len(p) for p in prompts}):  # one batch shape per prompt length: no padding
+        idx = [i for i, p in enumerate(prompts) if len(p) == length]
+        for lo in range(0, len(idx), batch_size):
+            part = idx[lo:lo + batch_size]
+            out = _draw_batch(model, [prompts[i] for i in part], None if forced is None else
+                              [forced[i] for i in part], temperature, max_new_tokens, gen)
+            for i, d in zip(part, out, strict=True):
+                rows[i] = d
     return [rows[i * samples:(i + 1) * samples] for i in range(len(problems))]
 
 

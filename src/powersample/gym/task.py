@@ -1,7 +1,9 @@
-"""The gym's problems: 3-digit additions "Q:357+468\\n" whose answer a completion states as "A:825".
+"""The gym's problems: additions "Q:357+468\\n" whose answer a completion states as "A:825".
 
-A fixed 10% of all (a, b) pairs, chosen by a hash of the pair, is held out for evaluation and never
-trained on, so "disjoint from training" holds by construction rather than by luck of the seeds.
+A problem has `digits`-digit operands (3 in the first gym, 1..4 in the mixed gym). A fixed 10% of all
+(a, b) pairs, chosen by a hash of the pair, is held out for evaluation and never trained on, so
+"disjoint from training" holds by construction rather than by luck of the seeds. One-digit sums (100
+pairs, a lookup table) are the exception: too few to split, they are both trained on and evaluated.
 """
 
 from __future__ import annotations
@@ -13,28 +15,38 @@ from dataclasses import dataclass
 
 from ..errors import PowerSampleError, check
 
-LOW, HIGH = 100, 999  # operands are 3-digit numbers
 HELDOUT_PERCENT = 10  # share of (a, b) pairs reserved for evaluation
-_PROMPT = re.compile(r"Q:(\d{3})\+(\d{3})\n")
+MAX_DIGITS = 4
+_PROMPT = re.compile(r"Q:(\d{1,4})\+(\d{1,4})\n")
+
+
+def operand_range(digits: int) -> tuple[int, int]:
+    """Smallest and largest `digits`-digit operand (one digit: 0..9; more: no leading zero)."""
+    check(isinstance(digits, int) and 1 <= digits <= MAX_DIGITS,
+          f"digits must be an integer in [1, {MAX_DIGITS}], got {digits!r}", "digits", digits)
+    return (0 if digits == 1 else 10 ** (digits - 1)), 10 ** digits - 1
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One addition a + b with 3-digit operands."""
+    """One addition a + b with `digits`-digit operands; `name` starts its id ("add", or "add2" by level)."""
 
     a: int
     b: int
+    digits: int = 3
+    name: str = "add"
 
     def __post_init__(self):
-        for name in ("a", "b"):
-            value = getattr(self, name)
-            check(isinstance(value, int) and LOW <= value <= HIGH,
-                  f"operand {name} must be an integer in [{LOW}, {HIGH}], got {value!r}", name, value)
+        low, high = operand_range(self.digits)
+        for field in ("a", "b"):
+            value = getattr(self, field)
+            check(isinstance(value, int) and low <= value <= high,
+                  f"operand {field} must be an integer in [{low}, {high}], got {value!r}", field, value)
 
     @property
     def id(self) -> str:
         """Stable id, the same whichever seed drew the problem."""
-        return f"add-{self.a}+{self.b}"
+        return f"{self.name}-{self.a}+{self.b}"
 
     @property
     def prompt(self) -> str:
@@ -47,7 +59,7 @@ class Problem:
 
     @property
     def heldout(self) -> bool:
-        return is_heldout(self.a, self.b)
+        return self.digits == 1 or is_heldout(self.a, self.b)
 
 
 def is_heldout(a: int, b: int) -> bool:
@@ -56,33 +68,42 @@ def is_heldout(a: int, b: int) -> bool:
     return int.from_bytes(h, "little") % 100 < HELDOUT_PERCENT
 
 
-def train_problem(rng: random.Random) -> Problem:
+def train_problem(rng: random.Random, digits: int = 3, name: str = "add") -> Problem:
     """A uniformly random pair from the training side of the split."""
+    low, high = operand_range(digits)
     while True:  # rejection: ~1.1 draws on average
-        a, b = rng.randint(LOW, HIGH), rng.randint(LOW, HIGH)
-        if not is_heldout(a, b):
-            return Problem(a, b)
+        a, b = rng.randint(low, high), rng.randint(low, high)
+        if digits == 1 or not is_heldout(a, b):
+            return Problem(a, b, digits, name)
 
 
-def eval_problems(n: int, seed: int = 0) -> list[Problem]:
+def eval_problems(n: int, seed: int = 0, digits: int = 3, name: str = "add") -> list[Problem]:
     """`n` distinct held-out problems, the same list for the same (n, seed)."""
     check(isinstance(n, int) and n > 0, f"n must be a positive integer, got {n!r}", "n", n)
     check(isinstance(seed, int), f"seed must be an integer, got {seed!r}", "seed", seed)
-    rng = random.Random(f"powersample.gym.eval/{seed}")
+    low, high = operand_range(digits)
+    pool = (high - low + 1) ** 2 * (1 if digits == 1 else HELDOUT_PERCENT / 100)
+    check(n <= pool // 2, f"only about {int(pool)} held-out {digits}-digit problems: ask for at most "
+          f"{int(pool // 2)}, got {n}", "n", n)
+    tag = "" if (digits, name) == (3, "add") else f"/{digits}"  # the first gym's lists stay as they were
+    rng = random.Random(f"powersample.gym.eval/{seed}{tag}")
     seen: set[tuple[int, int]] = set()
     out: list[Problem] = []
     while len(out) < n:
-        a, b = rng.randint(LOW, HIGH), rng.randint(LOW, HIGH)
-        if (a, b) not in seen and is_heldout(a, b):
+        a, b = rng.randint(low, high), rng.randint(low, high)
+        if (a, b) not in seen and (digits == 1 or is_heldout(a, b)):
             seen.add((a, b))
-            out.append(Problem(a, b))
+            out.append(Problem(a, b, digits, name))
     return out
 
 
 def parse_prompt(prompt: str) -> Problem:
-    """The Problem a prompt string poses; raises PowerSampleError for anything else."""
+    """The Problem a prompt string poses (operands of equal length); raises PowerSampleError otherwise."""
     m = _PROMPT.fullmatch(prompt) if isinstance(prompt, str) else None
-    if m is None:
-        raise PowerSampleError(f"not a gym prompt (expected 'Q:<3 digits>+<3 digits>\\n'): {prompt!r}",
+    ok = m is not None and len(m.group(1)) == len(m.group(2)) and all(
+        len(g) == 1 or g[0] != "0" for g in m.groups())
+    if not ok:
+        raise PowerSampleError(f"not a gym prompt (expected 'Q:<n digits>+<n digits>\\n', n = 1..4): {prompt!r}",
                                "prompt", prompt)
-    return Problem(int(m.group(1)), int(m.group(2)))
+    digits = len(m.group(1))
+    return Problem(int(m.group(1)), int(m.group(2)), digits, "add" if digits == 3 else f"add{digits}")

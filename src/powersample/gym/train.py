@@ -18,9 +18,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..errors import check
-from .data import Example, sample_completion
-from .design import GymDesign
-from .task import train_problem
+from .data import Example, sample_example
+from .design import GymDesign, GymSpec, get_spec
 from .tokenizer import BOS_ID, EOS_ID, MAX_LENGTH, PAD_ID, VOCAB, encode, save_tokenizer
 
 log = logging.getLogger(__name__)
@@ -117,37 +116,56 @@ def _step_loss(model, batch: list[tuple[list[int], int]]) -> float:
     return loss_sum
 
 
-def progress(model, n: int = 128) -> dict[str, float]:
-    """Held-out checks: P(first token = shortcut) and greedy accuracy once a worked start is forced."""
+def progress(model, n: int = 128, spec: GymSpec | str = "gym") -> dict[str, float]:
+    """Held-out checks per level: P(first token = shortcut) and greedy accuracy once a worked start is
+    forced (keys suffixed by the level's digits when the gym has several levels)."""
+    spec = get_spec(spec)
+    out = {}
+    for level in spec.levels:
+        suffix = "" if len(spec.levels) == 1 else f"_{level.digits}"
+        out.update({k + suffix: v for k, v in _progress_level(model, n, level, spec).items()})
+    return out
+
+
+def _progress_level(model, n: int, level: GymDesign, spec: GymSpec) -> dict[str, float]:
     import torch
 
     from .grader import grade
     from .sampling import draw
     from .task import eval_problems
 
-    problems = eval_problems(n, seed=1)
+    problems = eval_problems(min(n, 40) if level.digits == 1 else n, seed=1, digits=level.digits,
+                             name=spec.problem_name(level))
     ids = torch.tensor([[BOS_ID, *encode(p.prompt)] for p in problems])
     was_training = model.training
     model.eval()
     with torch.no_grad():
         p_first = torch.softmax(model(input_ids=ids).logits[:, -1].float(), -1)
     starts = [VOCAB[str(p.a % 10)] for p in problems]  # a worked solution opens with a's units digit
-    rows = draw(model, problems, 0.0, first=starts, max_new_tokens=40)
+    rows = draw(model, problems, 0.0, first=starts, max_new_tokens=16 * level.digits)
     model.train(was_training)
     return dict(p_shortcut_first=float(p_first[:, VOCAB["A"]].mean()),
-                p_worked_first=float(p_first[torch.arange(n), starts].mean()),
+                p_worked_first=float(p_first[torch.arange(len(problems)), starts].mean()),
                 worked_greedy_acc=sum(grade(p, r[0].text, r[0].finished).correct
-                                      for p, r in zip(problems, rows, strict=True)) / n)
+                                      for p, r in zip(problems, rows, strict=True)) / len(problems))
+
+
+def _design_log(spec: GymSpec, design: GymDesign | None) -> dict:
+    """The data law in train_log.json: "design" for a one-level gym (as it always was), else the levels."""
+    if len(spec.levels) == 1:
+        return dict(design=asdict(design or spec.levels[0]))
+    return dict(gym=spec.name, levels=[asdict(design or d) for d in spec.levels])
 
 
 def train(out_dir: str | Path, steps: int | None = None, seed: int = 0, tiny: bool = False,
           design: GymDesign | None = None, config: TrainConfig | None = None,
-          echo: Callable[[str], None] | None = print) -> Path:
-    """Train a gym model and save it (weights, config, tokenizer, train_log.json) in `out_dir`."""
+          echo: Callable[[str], None] | None = print, spec: GymSpec | str = "gym") -> Path:
+    """Train a model for gym `spec` and save it (weights, config, tokenizer, train_log.json) in `out_dir`;
+    `design` replaces the designs of every level (for a one-level gym's variants)."""
     import torch
     from transformers import GenerationConfig, LlamaForCausalLM
 
-    design = design or GymDesign()
+    spec = get_spec(spec)
     cfg = config or TrainConfig(**(TINY if tiny else {}))
     cfg = replace(cfg, seed=seed, **({} if steps is None else {"steps": steps}))
     out = Path(out_dir)
@@ -164,15 +182,14 @@ def train(out_dir: str | Path, steps: int | None = None, seed: int = 0, tiny: bo
         rest = [p for p in model.parameters() if p.dim() < 2]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                  {"params": rest, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
-        rng = random.Random(f"powersample.gym.train/{cfg.seed}")
+        rng = random.Random(f"powersample.gym.train/{cfg.seed}" + ("" if spec.name == "gym" else f"/{spec.name}"))
         history: list[dict] = []
         t0 = time.perf_counter()
         model.train()
         for step in range(cfg.steps):
             for group in opt.param_groups:
                 group["lr"] = _lr(cfg, step)
-            batch = [encode_example(sample_completion(train_problem(rng), design, rng))
-                     for _ in range(cfg.batch_size)]
+            batch = [encode_example(sample_example(spec, rng, design)) for _ in range(cfg.batch_size)]
             loss = _step_loss(model, batch)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
@@ -183,7 +200,7 @@ def train(out_dir: str | Path, steps: int | None = None, seed: int = 0, tiny: bo
                 history.append(dict(step=step, loss=round(loss, 5), seconds=round(seconds, 1)))
                 log.info("step %d loss %.4f (%.0fs)", step, loss, seconds)
             if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or last):
-                stats = progress(model)  # joins the latest loss row (at most 49 steps older)
+                stats = progress(model, spec=spec)  # joins the latest loss row (at most 49 steps older)
                 history[-1].update({k: round(v, 4) for k, v in stats.items()})
                 say(f"step {step + 1}: loss {loss:.4f} " + " ".join(f"{k} {v:.3f}" for k, v in stats.items())
                     + f" ({time.perf_counter() - t0:.0f}s)")
@@ -195,7 +212,7 @@ def train(out_dir: str | Path, steps: int | None = None, seed: int = 0, tiny: bo
         model.save_pretrained(str(out))
         save_tokenizer(out)
         (out / "train_log.json").write_text(json.dumps(dict(
-            config=asdict(cfg), design=asdict(design), parameters=n_params, seconds=round(seconds, 1),
+            config=asdict(cfg), **_design_log(spec, design), parameters=n_params, seconds=round(seconds, 1),
             torch=torch.__version__, history=history), indent=1) + "\n")
         say(f"gym train: saved to {out} after {seconds:.0f}s")
         return out

@@ -5,7 +5,7 @@
     problems = task.load(None)            # shipped / hub data; or task.load("my.jsonl")
     task.grade(problems[0], "... \\boxed{3}")  # -> Grade(correct, extracted, reason, error)
 
-Tasks: math500, humaneval, gpqa, alpacaeval, gym, jsonl (see `TASKS.names()`). Each task module is
+Tasks: math500, humaneval, gpqa, alpacaeval, gym, gym-mixed, jsonl (see `TASKS.names()`). Each task module is
 imported only when asked for.
 """
 
@@ -22,6 +22,7 @@ TASKS.register("humaneval", "powersample.tasks.humaneval:HumanEval")
 TASKS.register("gpqa", "powersample.tasks.gpqa:GPQA")
 TASKS.register("alpacaeval", "powersample.tasks.alpacaeval:AlpacaEval")
 TASKS.register("gym", "powersample.tasks.gym:GymTask")
+TASKS.register("gym-mixed", "powersample.tasks.gym:GymMixedTask")
 TASKS.register("jsonl", "powersample.tasks.jsonl:JsonlTask")
 
 

@@ -49,3 +49,22 @@ class GymTask(Task):
 
         g = grade(problem.prompt, completion, finished=finished)
         return Grade(bool(g.correct), None if g.answer is None else str(g.answer), g.reason)
+
+
+@dataclass(frozen=True)
+class GymMixedTask(GymTask):
+    """The mixed gym: `count` held-out problems of each level (1..4-digit sums), ids like "add2-35+46".
+    For `--model gym-mixed`; problems differ in how many chains they need (docs/gym.md)."""
+
+    count: int = 50  # per level; level 1 has only 100 pairs, so at most 50
+
+    name = "gym-mixed"
+    version = "1"
+
+    def load(self, data: str | None) -> list[Problem]:
+        if data is not None:
+            raise PowerSampleError("the gym task generates its problems; it takes no --data", "data", data)
+        from ..gym import GYM_MIXED
+
+        return [Problem(id=str(p.id), prompt=str(p.prompt), answer=str(p.answer))
+                for p in GYM_MIXED.eval_problems(self.count, self.problem_seed)]
