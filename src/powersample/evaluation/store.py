@@ -54,9 +54,18 @@ def read_rows(run_dir: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def diff_core(old: Mapping[str, Any], new: Mapping[str, Any], core: Iterable[str]) -> list[str]:
-    """The core fields whose values differ between two configurations."""
-    return sorted(k for k in core if old.get(k) != new.get(k))
+def diff_core(old: Mapping[str, Any], new: Mapping[str, Any], core: Iterable[str]) -> dict[str, tuple[Any, Any]]:
+    """{field: (old value, new value)} for the core fields that differ between two configurations; a
+    dict field (the sampler's settings) by its keys, as "sampler.alpha"."""
+    out = {}
+    for k in sorted(core):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update({f"{k}.{sub}": (a.get(sub), b.get(sub)) for sub in sorted(set(a) | set(b))
+                        if a.get(sub) != b.get(sub)})
+        elif a != b:
+            out[k] = (a, b)
+    return out
 
 
 class RunStore:
@@ -112,11 +121,9 @@ class RunStore:
                 # nothing written yet (e.g. the first attempt failed on a bad setting): nothing to mix
                 log.info("%s has no rows yet: replacing its configuration (%s)", run_dir,
                          ", ".join(differing))
-                old, differing = {}, []
+                old, differing = {}, {}
             if differing:
-                was, now_cfg = old.get("config", {}), record["config"]
-                detail = "; ".join(f"{k}: {was.get(k)!r} in the run, {now_cfg.get(k)!r} now"
-                                   for k in differing)
+                detail = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, (a, b) in differing.items())
                 raise PowerSampleError(
                     f"{run_dir} holds a run with a different configuration ({detail}). Use another --out "
                     f"directory, or rerun with the run's settings to resume it.", "out", str(run_dir))
