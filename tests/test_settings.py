@@ -4,7 +4,9 @@ defaults; one KEY=VALUE parser; the flags' help quotes the params classes' defau
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+import re
+from dataclasses import MISSING, fields, replace
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +18,7 @@ from powersample.cli.main import build_parser, main
 from powersample.cli.options import parse_pairs
 from powersample.errors import PowerSampleError
 from powersample.evaluation import EvalConfig
-from powersample.samplers.params import BestOfNParams, PowerParams, TemperatureParams
+from powersample.samplers.params import BestOfNParams, PowerParams, ScalableParams, SMCParams, TemperatureParams
 from powersample.samplers.result import Result
 
 
@@ -166,3 +168,28 @@ def test_the_help_quotes_the_params_defaults():
     assert f"(default {t.temperature:g}; power: 1/alpha)" in helps["temperature"] and p.temperature is None
     assert f"(default {b.n})" in helps["n"] and f"(default {BATCH_SIZE})" in helps["batch_size"]
     assert {a.dest: a.help for a in sub["eval"]._actions}["alpha"] == helps["alpha"]  # one flag group
+
+
+def test_the_readme_settings_table_states_the_params_defaults():
+    """Every field of every params class is in the README's one table, with its default."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = readme.split("### Settings", 1)[1].split("\n\n", 3)[2]
+    stated = {}
+    for line in table.splitlines()[2:]:
+        names, default = line.split("|")[1:3]
+        names = re.findall(r"`(\w+)`", names)  # the settings; flags (`--x`) do not match
+        parts = [default.strip()] if len(names) == 1 else [x.strip() for x in default.split(",")]
+        stated.update(zip(names, parts, strict=False))
+
+    def text(v):
+        return str(v).lower() if isinstance(v, bool) else f"{v:g}" if isinstance(v, float) else str(v)
+
+    for cls in (PowerParams, TemperatureParams, BestOfNParams, SMCParams, ScalableParams):
+        for f in fields(cls):
+            if f.name == "exact_zeta":  # testing only
+                continue
+            assert f.name in stated, f"{cls.__name__}.{f.name} is not in the README's settings table"
+            if f.default not in (None, MISSING):
+                assert stated[f.name].startswith(text(f.default)), (cls.__name__, f.name, stated[f.name])
+    assert "`max_new_tokens // 16`" in stated["block_size"] and PowerParams(max_new_tokens=3072).block_size == 192
+    assert stated["batch_size"] == str(BATCH_SIZE)
