@@ -16,6 +16,8 @@ from .samplers.result import Result
 _LOADING = {"device", "dtype", "eos_token_id", "tokenizer", "reuse_cache", "trust_remote_code"}
 _RUNNING = {"num_samples", "seeds", "progress", "batch_size", "chat", "variant"}
 BATCH_SIZE = 16  # prompts per engine batch, the default of sample(), generate and eval alike
+# model-loading options that change results: a run records them with the sampler's settings
+LOADING_SETTINGS = ("eos_token_id", "trust_remote_code", "reuse_cache")
 
 
 def sample(model, prompts: Sequence[str] | Sequence[Sequence[int]], method: str = "power", *,

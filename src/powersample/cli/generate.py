@@ -148,7 +148,7 @@ def run(args) -> int:
     from tqdm.auto import tqdm
 
     from .. import rng
-    from ..api import BATCH_SIZE, resolve_settings, sample
+    from ..api import BATCH_SIZE, LOADING_SETTINGS, resolve_settings, sample
     from ..engine.loading import load_engine
     from ..jsonl import append_rows, read_rows, result_row
 
@@ -180,7 +180,7 @@ def run(args) -> int:
 
     done = {(str(r["id"]), r["sample_index"]) for r in old}
     todo = [p for p in prompts if any((p["id"], j) not in done for j in range(args.num_samples))]
-    loading = {k: sampler.pop(k) for k in ("eos_token_id", "trust_remote_code", "reuse_cache") if k in sampler}
+    loading = {k: sampler.pop(k) for k in LOADING_SETTINGS if k in sampler}
     engine = load_engine(args.model, device=args.device, dtype=args.dtype, **loading)
     check_prompts_fit(engine, todo, args.chat)
     bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=f"generate ({args.method})",

@@ -22,6 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ..api import LOADING_SETTINGS
 from ..errors import PowerSampleError, check
 from ..jsonl import result_row
 from ..rng import derive_seeds
@@ -32,8 +33,6 @@ from .grading import GradePool, grade_sample
 from .store import RunStore, read_rows
 
 log = logging.getLogger(__name__)
-
-LOADING_OPTIONS = ("eos_token_id", "trust_remote_code", "reuse_cache")  # for load_engine, not sample()
 
 
 @dataclass(frozen=True)
@@ -135,7 +134,7 @@ def _run(config: EvalConfig, task: Task, selected: list[Problem], store: RunStor
         if model is None:
             import powersample
 
-            loading = {key: config.sampler[key] for key in LOADING_OPTIONS if key in config.sampler}
+            loading = {key: config.sampler[key] for key in LOADING_SETTINGS if key in config.sampler}
             model = powersample.load_engine(config.model, device=config.device, dtype=config.dtype, **loading)
         _check_prompts_fit(model, todo, config.chat)
         pool = GradePool(config.grade_workers)
@@ -185,7 +184,7 @@ def _sample_kwargs(config: EvalConfig, batch: Sequence[Problem]) -> dict[str, An
                                   seeds=[derive_seeds(config.seed, p.id) for p in batch])
     if config.chat:
         kwargs["chat"] = True
-    kwargs.update({k: v for k, v in config.sampler.items() if k not in LOADING_OPTIONS})
+    kwargs.update({k: v for k, v in config.sampler.items() if k not in LOADING_SETTINGS})
     return kwargs
 
 
