@@ -46,18 +46,16 @@ def params_of(call):
     return make_params(call["method"], **options)
 
 
-def via_sample(flags: dict):
+def via_sample(flags: dict, monkeypatch):
     """The params sample() hands the method's runner."""
     from conftest import tiny_llama
 
     seen = []
-    real = powersample.api.get_method("power")
-    record = replace(real, run=lambda engine, prompts, seeds, params, **kw: seen.append(params) or [])
-    powersample.api.get_method, saved = (lambda name: record), powersample.api.get_method
-    try:
+    record = replace(powersample.api.get_method("power"),
+                     run=lambda engine, prompts, seeds, params, **kw: seen.append(params) or [])
+    with monkeypatch.context() as m:
+        m.setattr(powersample.api, "get_method", lambda name: record)
         powersample.sample(tiny_llama(vocab=16), [[0, 3]], "power", seed=0, **flags)
-    finally:
-        powersample.api.get_method = saved
     return seen[0]
 
 
@@ -90,7 +88,7 @@ def via_eval(flags: list[str], tmp_path, monkeypatch, limit: int = 1):
 ])
 def test_sample_generate_and_eval_reach_the_same_params(flags, expected, tmp_path, monkeypatch, capsys):
     cli = [x for k, v in flags.items() for x in ("--" + k.replace("_", "-"), str(v))]
-    from_sample = via_sample(flags)
+    from_sample = via_sample(flags, monkeypatch)
     (g,) = via_generate(cli, tmp_path, monkeypatch)
     (e,) = via_eval(cli, tmp_path, monkeypatch)
     assert from_sample == params_of(g) == params_of(e) == expected
