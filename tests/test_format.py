@@ -109,3 +109,12 @@ def test_an_old_generate_file_is_read_and_not_resumed(tmp_path, capsys):
                  "--max-new-tokens", "8"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "written by an older powersample (row format 1, now 2)" in err
+
+
+def test_an_old_run_and_a_new_one_are_compared_by_what_differs(old_run, tmp_path):
+    from powersample.evaluation import EvalConfig
+    from powersample.evaluation.report import Run, labels, load_runs
+
+    (old,) = load_runs([old_run])
+    cfg = EvalConfig.from_dict({**OLD_CONFIG, "alpha": 2.0}).to_dict()
+    assert labels([old, Run([tmp_path / "new"], cfg, [], ["0/1"])]) == ["power alpha=4.0", "power alpha=2.0"]

@@ -108,7 +108,13 @@ def upgrade_config(d: Mapping[str, Any]) -> dict[str, Any]:
     d = dict(d)
     if "sampler" in d:
         return d
+    from ..api import resolve_settings
+
     sampler = {k: d.pop(k) for k in _V1_SAMPLER_FIELDS if k in d}
     sampler = {k: v for k, v in sampler.items() if v is not None}
     d["sampler"] = {**sampler, **d.pop("sampler_options", {})}
+    try:  # with the defaults filled in, as a new run records them, so that old and new runs compare
+        d["sampler"] = resolve_settings(d.get("method", "power"), **d["sampler"])
+    except PowerSampleError:  # a method or setting this version does not know: keep them as written
+        pass
     return d
