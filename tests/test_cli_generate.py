@@ -38,14 +38,18 @@ def test_generate_writes_rows_and_resume_skips_finished(model_dir, tmp_path):
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == [f"p{i}" for i in range(5)]
     for r in rows:
-        assert r["completion_tokens"] == len(r["token_ids"]) and 0 <= r["acceptance_rate"] <= 1
-        assert r["tokens_generated"] >= r["completion_tokens"] and r["seconds"] > 0
+        assert r["format"] == 2 and r["sample_index"] == 0 and 0 <= r["acceptance_rate"] <= 1
+        assert r["tokens_generated"] >= len(r["token_ids"]) and r["seconds"] > 0
+        assert [c["block"] for c in r["checkpoints"]] == list(range(1, len(r["checkpoints"]) + 1))
     # drop the last two rows and tear the third: --resume redoes exactly those, identically (same seeds)
     lines = out.read_text().splitlines(keepends=True)
     out.write_text("".join(lines[:2]) + lines[2][:10])
     assert _gen(model_dir, inp, out, "--resume") == 0
     again = [json.loads(x) for x in out.read_text().splitlines()]
-    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
+    def strip(rs):  # wall-clock fields differ between runs
+        return [{**{k: v for k, v in r.items() if k != "seconds"},
+                 "checkpoints": [{k: v for k, v in c.items() if k != "seconds"} for c in r["checkpoints"]]} for r in rs]
+
     assert strip(again) == strip(rows)  # the same samples: each prompt's seed derives from its id
     assert _gen(model_dir, inp, out) == 2  # exists, neither --resume nor --overwrite: refused
 
@@ -73,7 +77,7 @@ def test_malformed_input_names_the_line(model_dir, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt_ids": [0, 3]}\n{"prompt_ids": [0, 4]\n')
     assert _gen(model_dir, bad, tmp_path / "o.jsonl") == 2
-    assert "bad.jsonl, line 2" in capsys.readouterr().err
+    assert "bad.jsonl:2: not valid JSON" in capsys.readouterr().err
     bad.write_text('{"prompt_ids": [0, 3]}\n\n{"text": "x"}\n')
     assert _gen(model_dir, bad, tmp_path / "o.jsonl") == 2
     assert "line 3: needs a \"prompt\"" in capsys.readouterr().err
@@ -110,7 +114,7 @@ def test_resume_refuses_other_settings_and_changed_prompts(model_dir, tmp_path, 
     assert _gen(model_dir, inp, out) == 0
     capsys.readouterr()  # the progress bar
     rows = [json.loads(x) for x in out.read_text().splitlines()]
-    assert {r["alpha"] for r in rows} == {4.0} and len({r["prompt_sha256"] for r in rows}) == 3
+    assert {r["settings"]["alpha"] for r in rows} == {4.0} and len({r["prompt_sha256"] for r in rows}) == 3
     before = out.read_text()
     assert _gen(model_dir, inp, out, "--resume", "--method", "temperature") == 2
     _one_line_error(capsys, "other settings", "method: 'power' there, 'temperature' now")

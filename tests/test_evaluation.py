@@ -78,10 +78,10 @@ def problems_file(tmp_path):
     return path, {r["prompt"]: r["answer"] for r in rows}
 
 
-def config(problems_file, out, **kw) -> EvalConfig:
+def config(problems_file, out, alpha=None, **kw) -> EvalConfig:
     path, _ = problems_file
     base = dict(task="jsonl", model="stub", out=str(out), data=str(path), task_options={"grader": "exact"},
-                samples_per_problem=3, batch_size=4, grade_workers=0)
+                samples_per_problem=3, batch_size=4, grade_workers=0, sampler={} if alpha is None else {"alpha": alpha})
     return EvalConfig(**{**base, **kw})
 
 
@@ -92,7 +92,7 @@ def run(cfg, gold, **kw):
 
 
 def sorted_rows(out):
-    return sorted(read_rows(out), key=lambda r: (r["id"], r["sample"]))
+    return sorted(read_rows(out), key=lambda r: (r["id"], r["sample_index"]))
 
 
 # -- runner ----------------------------------------------------------------------------------------------
@@ -110,10 +110,10 @@ class TestRunner:
         ids = [f"q{i}" for i in range(10)]
         assert [s for c in sampler.calls for s in c["seeds"]] == [derive_seeds(0, i) for i in ids]
         rows = sorted_rows(cfg.out)
-        assert [(r["id"], r["sample"]) for r in rows] == sorted((i, j) for i in ids for j in range(3))
+        assert [(r["id"], r["sample_index"]) for r in rows] == sorted((i, j) for i in ids for j in range(3))
         for r in rows:  # each verdict is what the stub's answer deserves
             gold_answer = str(7 * int(r["id"][1:]))
-            _, answer = stub_answer(gold_answer, derive_seeds(0, r["id"]), r["sample"])
+            _, answer = stub_answer(gold_answer, derive_seeds(0, r["id"]), r["sample_index"])
             assert r["extracted"] == answer and r["correct"] == (answer == gold_answer)
             assert (r["tokens_generated"], r["acceptance_rate"], r["stats"]) == (21, 0.5, {"proposals": 3})
             assert [c["block"] for c in r["checkpoints"]] == [1, 2, 3]
@@ -136,7 +136,7 @@ class TestRunner:
         # lose some rows (q3 sample 1, all of q7), as if never written: only those problems are sampled again
         rows_path = Path(cfg.out) / ROWS_FILE
         kept = [ln for ln in rows_path.read_text().splitlines()
-                if not ('"id":"q3","sample":1' in ln or '"id":"q7"' in ln)]
+                if not ('"id":"q3","sample_index":1' in ln or '"id":"q7"' in ln)]
         rows_path.write_text("\n".join(kept) + "\n")
         sampler, summary = run(cfg, gold)
         assert [c["prompts"] for c in sampler.calls] == [["What is 3 * 7?", "What is 7 * 7?"]]
@@ -146,7 +146,7 @@ class TestRunner:
         path, gold = problems_file
         cfg = config(problems_file, tmp_path / "run", limit=4)
         run(cfg, gold)
-        with pytest.raises(PowerSampleError, match=r"configuration \(alpha: 4\.0 in the run, 2\.0 now"):
+        with pytest.raises(PowerSampleError, match=r"configuration \(sampler\.alpha: 4\.0 in the run, 2\.0 now"):
             run(config(problems_file, cfg.out, limit=4, alpha=2.0), gold)
         with pytest.raises(PowerSampleError, match="limit: 4 in the run, 5 now; seed: 0 in the run, 1 now"):
             run(config(problems_file, cfg.out, limit=5, seed=1), gold)
@@ -185,7 +185,7 @@ class TestRunner:
         lines = rows_path.read_text().splitlines()
         lines[1] = "garbage"
         rows_path.write_text("\n".join(lines) + "\n")
-        with pytest.raises(PowerSampleError, match=rf"{ROWS_FILE}:2: corrupt row"):
+        with pytest.raises(PowerSampleError, match=rf"{ROWS_FILE}:2: not valid JSON"):
             run(cfg, gold)
 
     @pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError])
@@ -220,7 +220,7 @@ class TestRunner:
             run(config(problems_file, tmp_path / f"s{i}", limit=10, shard=f"{i}/3"), gold)
         shards = [sorted_rows(tmp_path / f"s{i}") for i in range(3)]
         assert {r["id"] for r in shards[1]} == {"q1", "q4", "q7"}
-        assert sorted((r for s in shards for r in s), key=lambda r: (r["id"], r["sample"])) == \
+        assert sorted((r for s in shards for r in s), key=lambda r: (r["id"], r["sample_index"])) == \
             sorted_rows(tmp_path / "all")
 
     def test_alpacaeval_outputs_file(self, tmp_path):
@@ -275,7 +275,7 @@ class TestRunner:
     def test_sampler_settings_are_checked_before_the_model_loads(self, tmp_path):
         pytest.importorskip("powersample.api", reason="powersample.sample (api.py) is not built yet")
         kw = dict(task="gym", model=str(tmp_path / "no-such-model"), limit=1, grade_workers=0)
-        long_blocks = dict(block_size=500, max_new_tokens=100)
+        long_blocks = dict(sampler=dict(block_size=500, max_new_tokens=100))
         with pytest.raises(PowerSampleError, match=r"block_size must be in \[1, max_new_tokens=100\]"):
             run_eval(EvalConfig(out=str(tmp_path / "a"), **long_blocks, **kw), progress=False)
         with pytest.raises(PowerSampleError, match="unknown method 'powr'. Did you mean 'power'"):
@@ -292,7 +292,7 @@ class TestRunner:
             run(cfg, gold, fail_on=1, exc=RuntimeError)  # failed before any row was written
         assert (Path(cfg.out) / "run.json").exists() and read_rows(cfg.out) == []
         run(config(problems_file, cfg.out, limit=4, alpha=2.0), gold)  # nothing to mix: accepted
-        assert json.loads((Path(cfg.out) / "run.json").read_text())["config"]["alpha"] == 2.0
+        assert json.loads((Path(cfg.out) / "run.json").read_text())["config"]["sampler"]["alpha"] == 2.0
 
     def test_duplicate_problem_ids_are_refused(self):
         ps = [Problem("a", "x"), Problem("b", "y"), Problem("a", "z")]
@@ -302,9 +302,10 @@ class TestRunner:
     @pytest.mark.parametrize("kw,msg", [
         (dict(shard="3/3"), r"shard i/n needs 0 <= i < n"), (dict(shard="x"), "shard must look like i/n"),
         (dict(samples_per_problem=0), "samples_per_problem must be an integer >= 1"),
-        (dict(alpha=float("nan")), "alpha must be a finite number > 0"),
+        (dict(sampler={"alpha": float("nan")}), "alpha must be > 0"),
         (dict(grade_workers=-1), "grade_workers must be an integer >= 0"),
-        (dict(sampler_options={"seeds": [1]}), r"sampler_options \['seeds'\] have their own settings"),
+        (dict(sampler={"seeds": [1]}), r"sampler \['seeds'\] are not sampler settings"),
+        (dict(sampler={"bogus": 1}), r"unknown option\(s\) \['bogus'\] for method 'power'"),
     ])
     def test_config_validation(self, kw, msg):
         with pytest.raises(PowerSampleError, match=msg):
@@ -475,16 +476,18 @@ class TestReport:
             merge_runs([fixture_runs / "a2-shard0", fixture_runs / "again-a2-shard0"], fixture_runs / "m")
 
     def test_labels_name_only_settings_the_method_uses(self, tmp_path):
-        def run_of(name, **kw):
-            cfg = EvalConfig(task="gym", model="gym", out=str(tmp_path / name), **kw).to_dict()
+        def run_of(name, method="power", **sampler):
+            cfg = EvalConfig(task="gym", model="gym", out=str(tmp_path / name), method=method,
+                             sampler=sampler).to_dict()
             return Run([tmp_path / name], cfg, [], ["0/1"])
 
-        runs = [run_of("p4", alpha=4.0), run_of("p2", alpha=2.0, temperature=0.5), run_of("t", method="temperature"),
-                run_of("g", method="greedy", alpha=2.0), run_of("lt", method="low-temperature", alpha=2.0),
-                run_of("b", method="best-of-n", n=4, temperature=0.5)]
+        runs = [run_of("p4", alpha=4.0), run_of("p2", alpha=2.0, temperature=0.5), run_of("t", "temperature"),
+                run_of("g", "greedy", alpha=2.0), run_of("lt", "low-temperature", alpha=2.0),
+                run_of("b", "best-of-n", n=4, temperature=0.5), run_of("b8", "best-of-n", temperature=0.5)]
+        # the settings are completed with the methods' defaults (temperature 1, n 8); greedy ignores alpha
         assert labels(runs) == ["power alpha=4.0 temperature=None", "power alpha=2.0 temperature=0.5",
-                                "temperature temperature=None", "greedy", "low-temperature alpha=2.0",
-                                "best-of-n temperature=0.5 n=4"]
+                                "temperature temperature=1.0", "greedy", "low-temperature alpha=2.0",
+                                "best-of-n n=4 temperature=0.5", "best-of-n n=8 temperature=0.5"]
 
     def test_plot_legends_leave_the_data_uncovered(self, fixture_runs, tmp_path, monkeypatch):
         import matplotlib.pyplot as plt
@@ -649,13 +652,13 @@ def _comparable(rows, tolerant: bool = False):
             return [clean(x) for x in v]
         return v
 
-    return [clean(r) for r in sorted(rows, key=lambda r: (r["id"], r["sample"]))]
+    return [clean(r) for r in sorted(rows, key=lambda r: (r["id"], r["sample_index"]))]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_killed_eval_resumes_to_the_uninterrupted_result(real_model_dir, uninterrupted_rows, tmp_path, sig):
-    expected = sorted(uninterrupted_rows, key=lambda r: (r["id"], r["sample"]))
+    expected = sorted(uninterrupted_rows, key=lambda r: (r["id"], r["sample_index"]))
     assert len(expected) == ROWS
 
     out = tmp_path / "run"
@@ -681,6 +684,6 @@ def test_killed_eval_resumes_to_the_uninterrupted_result(real_model_dir, uninter
                            timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert rows_path.read_bytes().count(b"\n") == ROWS  # nothing lost, nothing duplicated
-    got = sorted(read_rows(out), key=lambda r: (r["id"], r["sample"]))
-    assert [r["completion"] for r in got] == [r["completion"] for r in expected]  # the same tokens
+    got = sorted(read_rows(out), key=lambda r: (r["id"], r["sample_index"]))
+    assert [r["text"] for r in got] == [r["text"] for r in expected]  # the same tokens
     assert _comparable(got) == _comparable(expected, tolerant=True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import asdict, fields
 
 from . import rng
-from .engine import ENGINES
+from .engine import ENGINES, open_engine
 from .errors import check
 from .samplers import get_method
 from .samplers.params import build
@@ -17,33 +17,36 @@ from .samplers.result import Result
 _LOADING = {"engine", "device", "dtype", "eos_token_id", "tokenizer", "reuse_cache", "trust_remote_code",
             "gguf_file"}
 _RUNNING = {"num_samples", "seeds", "progress", "batch_size", "chat"}
+BATCH_SIZE = 16  # prompts per engine batch, the default of sample(), generate and eval alike
+# model-loading options that change results: a run records them with the sampler's settings
+LOADING_SETTINGS = ("eos_token_id", "trust_remote_code", "reuse_cache", "gguf_file", "engine")
 
 
 def sample(model, prompts: Sequence[str] | Sequence[Sequence[int]], method: str = "power", *,
-           alpha: float = 4.0, mcmc_steps: int = 10, block_size: int = 192, max_new_tokens: int = 3072,
            seed: int | None = None, **options) -> list[Result]:
     """Sample completions of `prompts` from `model` with `method`; one Result per (prompt, sample).
 
     model:   a Hugging Face name, a local folder, "gym", a transformers model object, or an Engine;
              with engine="toy", a table {prefix: log-probs} or a function prefix -> log-probs.
     prompts: strings (need a tokenizer) or lists of token ids.
-    options: num_samples (per prompt, default 1), seeds (one per prompt; default derived from `seed`),
-             temperature, top_k, top_p, n (best-of-n), batch_size (prompts per engine batch, default 32),
-             chat (apply the tokenizer's chat template), progress (a tqdm bar), engine (a name in
-             powersample.engine.ENGINES; default "hf"), device, dtype,
-             eos_token_id, tokenizer, reuse_cache, and each method's own settings.
+    options: the method's settings (alpha, mcmc_steps, max_new_tokens, block_size, temperature, top_k,
+             top_p, n, ...: the fields of its class in samplers/params.py, whose defaults are the
+             papers': alpha 4, N=10, T=3072, B=T/16), num_samples (per prompt, default 1), seeds (one
+             per prompt; default derived from `seed`), batch_size (prompts per engine batch, default
+             16), chat (apply the tokenizer's chat template), progress (a tqdm bar), device, dtype,
+             eos_token_id, tokenizer, reuse_cache, gguf_file (a GGUF file in the model folder), engine (a
+             name in powersample.engine.ENGINES; default "hf").
     Results are prompt-major: all samples of prompt 0, then prompt 1, ...
     """
     spec = get_method(method)
-    params = make_params(method, alpha=alpha, mcmc_steps=mcmc_steps, block_size=block_size,
-                         max_new_tokens=max_new_tokens, **options)
+    params = make_params(method, **options)
 
     check(not isinstance(prompts, (str, bytes)), "prompts must be a list of prompts, not one string", "prompts")
     prompts = list(prompts)
     check(len(prompts) > 0, "prompts is empty: give at least one prompt", "prompts")
     num_samples = int(options.get("num_samples", 1))
     check(num_samples >= 1, f"num_samples must be >= 1, got {num_samples}", "num_samples", num_samples)
-    batch_size = int(options.get("batch_size") or 32)
+    batch_size = int(options.get("batch_size") or BATCH_SIZE)
     check(batch_size >= 1, f"batch_size must be >= 1, got {batch_size}", "batch_size", batch_size)
     seeds = options.get("seeds")
     if seeds is None:
@@ -53,9 +56,8 @@ def sample(model, prompts: Sequence[str] | Sequence[Sequence[int]], method: str 
           "seeds")
 
     loading = {k: options[k] for k in _LOADING if options.get(k) is not None}
-    engine = ENGINES.get(loading.pop("engine", "hf"))(model, **loading)
+    engine = open_engine(model, **loading)
     ids = [_encode(engine, p, bool(options.get("chat")), i) for i, p in enumerate(prompts)]
-
     bar = _progress_bar(options.get("progress"), method)
     results: list[Result] = []
     try:
@@ -83,6 +85,13 @@ def make_params(method: str, **settings):
         ENGINES.validate(settings["engine"])
     values = {k: v for k, v in settings.items() if k not in _LOADING | _RUNNING}
     return spec.adjust(build(spec.params, values, method), values)
+
+
+def resolve_settings(method: str, **settings) -> dict:
+    """The settings as a run records them: those given, completed with the method's defaults and
+    derived values (block_size = max_new_tokens // 16, low-temperature's 1/alpha); validated by
+    make_params. Resolving the result again gives it back unchanged."""
+    return dict(sorted({**settings, **asdict(make_params(method, **settings))}.items()))
 
 
 def _encode(engine, prompt, chat: bool, i: int) -> list[int]:

@@ -15,6 +15,7 @@ import argparse
 import time
 
 from ..samplers import METHODS
+from .options import add_sampler_arguments
 
 # method -> extra sampler options for the gym (its completions are <= 48 tokens)
 _GYM_OPTIONS = {
@@ -38,15 +39,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     everything = [*_GYM_OPTIONS, *(m for m in METHODS if m not in _GYM_OPTIONS)]
     p.add_argument("--methods", default=",".join(everything),
                    help="comma-separated methods to compare (default: %(default)s)")
-    p.add_argument("--alpha", type=float, default=4.0)
-    # the paper's N=10 is too few here: a 6-token shortcut ends its chain after one block (docs/gym.md)
-    p.add_argument("--mcmc-steps", type=int, default=30, help="MH steps per block (the sweep shows 0-60)")
-    p.add_argument("--max-new-tokens", type=int, default=48)
-    p.add_argument("--block-size", type=int, default=16, help="B; T/B = 3 blocks")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default="gym", help="the gym model, or another folder trained with `gym train`")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-sweep", action="store_true", help="skip the alpha / MH-steps sweep")
+    # the gym's completions are <= 48 tokens (T/B = 3 blocks); the paper's N=10 is too few here: a 6-token
+    # shortcut ends its chain after one block (docs/gym.md), so N=30 (the sweep shows 0-60)
+    add_sampler_arguments(p, method=False, mcmc_steps=30, max_new_tokens=48, block_size=16, batch_size=100)
 
 
 def run(args) -> int:
@@ -54,8 +52,8 @@ def run(args) -> int:
     from tqdm.auto import tqdm
 
     from .. import gym, rng
-    from ..api import sample
-    from ..engine.loading import load_engine
+    from ..api import make_params, sample
+    from ..engine import open_engine
     from ..evaluation.passk import wilson
     from .generate import check_device
 
@@ -69,15 +67,17 @@ def run(args) -> int:
     problems = gym.eval_problems(n, seed=args.seed)
     prompts = [p.prompt for p in problems]
     seeds = [rng.derive_seeds(args.seed, p.id) for p in problems]
+    power = make_params("power", alpha=args.alpha, mcmc_steps=args.mcmc_steps, max_new_tokens=args.max_new_tokens,
+                        block_size=args.block_size)  # checked before the model loads; its defaults filled in
     check_device(args.device)
-    engine = load_engine(args.model, device=args.device)
-    base = dict(alpha=args.alpha, mcmc_steps=args.mcmc_steps, max_new_tokens=args.max_new_tokens,
-                block_size=args.block_size, seeds=seeds, batch_size=n)
+    engine = open_engine(args.model, device=args.device)
+    base = dict(alpha=power.alpha, mcmc_steps=power.mcmc_steps, max_new_tokens=power.max_new_tokens,
+                block_size=power.block_size, seeds=seeds, batch_size=args.batch_size)
 
     if args.no_sweep or args.quick:
         sweep = []
     else:
-        sweep = [(a, args.mcmc_steps) for a in (1.0, 8.0)] + [(args.alpha, s) for s in (0, 10, 60)]
+        sweep = [(a, power.mcmc_steps) for a in (1.0, 8.0)] + [(power.alpha, s) for s in (0, 10, 60)]
     bar = tqdm(total=len(methods) + len(sweep), desc="demo", unit="run")
 
     def evaluate(method: str, **opts):
@@ -94,8 +94,8 @@ def run(args) -> int:
     sweep_rows = [(a, s, *evaluate("power", alpha=a, mcmc_steps=s)) for a, s in sweep]
     bar.close()
 
-    print(f"\nGym: {n} held-out 3-digit additions, model {args.model}, T={args.max_new_tokens}, "
-          f"B={args.block_size}, alpha={args.alpha}, seed {args.seed}\n")
+    print(f"\nGym: {n} held-out 3-digit additions, model {args.model}, T={power.max_new_tokens}, "
+          f"B={power.block_size}, alpha={power.alpha}, seed {args.seed}\n")
     print(f"{'method':<17}{'accuracy':>9}  {'95% interval':<15}{'tokens/problem':>15}{'s/problem':>11}")
     for m, acc, lo, hi, tok, secs in rows:
         print(f"{m:<17}{acc:>9.1%}  [{lo:.1%}, {hi:.1%}]{'':<1}{tok:>14.1f}{secs:>11.3f}")

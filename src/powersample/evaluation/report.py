@@ -24,18 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PowerSampleError
+from ..jsonl import FORMAT, encode
 from .config import NON_CORE, parse_shard
 from .passk import mean_pass_at_k, wilson
 from .store import ROWS_FILE, RUN_FILE, read_rows, read_run, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-# the settings of EvalConfig that go to the sampler; a method may ignore some of them
-SAMPLER_FIELDS = ("alpha", "mcmc_steps", "block_size", "max_new_tokens", "temperature", "n")
-# settings that tell runs apart in labels, in this order
-LABEL_FIELDS = ("task", "model", "alpha", "mcmc_steps", "block_size", "max_new_tokens", "temperature", "n",
-                "chat", "samples_per_problem", "seed", "limit", "data_sha256", "task_options",
-                "sampler_options")
+# settings that tell runs apart in labels, in this order (the sampler's settings come after the model)
+LABEL_FIELDS = ("task", "model", "chat", "samples_per_problem", "seed", "limit", "data_sha256", "task_options")
 
 
 @dataclass
@@ -130,11 +127,11 @@ def merge_runs(dirs: Sequence[str | Path], out: str | Path) -> Path:
         raise PowerSampleError(f"{out} already holds a run; merge into a new directory", "out", str(out))
     out.mkdir(parents=True, exist_ok=True)
     config = {**run.config, "shard": "0/1", "out": str(out)}
-    write_json_atomic(out / RUN_FILE, {"format": 1, "config": config, "versions": run.versions,
+    write_json_atomic(out / RUN_FILE, {"format": FORMAT, "config": config, "versions": run.versions,
                                         "merged_from": [str(d) for d in run.dirs]})
-    with open(out / ROWS_FILE, "w", encoding="utf-8") as f:
-        for row in sorted(run.rows, key=lambda r: (str(r["id"]), r["sample"])):
-            f.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
+    with open(out / ROWS_FILE, "wb") as f:
+        for row in sorted(run.rows, key=lambda r: (str(r["id"]), r["sample_index"])):
+            f.write(encode(row))
     _export(config, out, run.rows)
     return out
 
@@ -206,17 +203,28 @@ def checkpoint_curve(rows: Sequence[dict[str, Any]]) -> list[tuple[float, float]
 
 def labels(runs: Sequence[Run]) -> list[str]:
     """Short distinct labels: the method plus whatever setting differs between the runs (a sampler
-    setting only for the runs whose method uses it)."""
-    varying = [k for k in LABEL_FIELDS
-               if len({json.dumps(r.config.get(k), sort_keys=True) for r in runs}) > 1]
+    setting only when it differs between the runs whose method uses it)."""
+    used = [used_settings(r.config) for r in runs]
+    sampler_keys = sorted({k for r in runs for k in r.config.get("sampler") or {}})
+
+    def differs(k: str) -> bool:
+        if k in sampler_keys:
+            values = [r.config["sampler"][k] for r, u in zip(runs, used, strict=True) if k in u]
+        else:
+            values = [r.config.get(k) for r in runs]
+        return len({json.dumps(v, sort_keys=True, default=str) for v in values}) > 1
+
+    varying = [k for k in (*LABEL_FIELDS[:2], *sampler_keys, *LABEL_FIELDS[2:]) if differs(k)]
     out = []
-    for r in runs:
+    for r, u in zip(runs, used, strict=True):
         parts = [r.config.get("method", "?")]
-        unused = set(SAMPLER_FIELDS) - used_settings(r.config)
         for k in varying:
-            if k in unused:
-                continue
-            v = r.config.get(k)
+            if k in sampler_keys:
+                if k not in u:
+                    continue
+                v = r.config["sampler"][k]
+            else:
+                v = r.config.get(k)
             if k == "model":
                 v = Path(str(v).rstrip("/")).name
             elif k == "data_sha256" and v:
@@ -229,24 +237,32 @@ def labels(runs: Sequence[Run]) -> list[str]:
 
 
 def used_settings(config: dict[str, Any]) -> set[str]:
-    """Which of SAMPLER_FIELDS the run's method reads: those whose change changes the method's
+    """The sampler settings of the run the method reads: those whose change changes the method's
     parameters (temperature ignores alpha; low-temperature samples at 1/alpha, whatever temperature)."""
     from ..api import make_params
 
-    settings = {k: config[k] for k in SAMPLER_FIELDS if config.get(k) is not None}
-    settings.update(config.get("sampler_options") or {})
+    method, settings = config.get("method", "?"), dict(config.get("sampler") or {})
     try:
-        base = make_params(config.get("method", "?"), **settings)
+        base = make_params(method, **settings)
     except PowerSampleError:  # a method or option this version does not know: count every setting
-        return set(SAMPLER_FIELDS)
+        return set(settings)
     used = set()
-    for k in SAMPLER_FIELDS:
+    for k, v in settings.items():
         try:
-            if make_params(config["method"], **{**settings, k: (settings.get(k) or 1) * 2}) != base:
+            if make_params(method, **{**settings, k: _changed(v)}) != base:
                 used.add(k)
         except PowerSampleError:  # the changed value is out of range for the method: it reads it
             used.add(k)
     return used
+
+
+def _changed(v: Any) -> Any:
+    """Another value of the same kind (a number doubled, a flag flipped), to see whether a setting matters."""
+    if isinstance(v, bool):
+        return not v
+    if v is None or isinstance(v, (int, float)):
+        return (v or 1) * 2
+    return f"{v}?"
 
 
 def report(dirs: Sequence[str | Path]) -> list[Summary]:

@@ -22,7 +22,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ..api import LOADING_SETTINGS
 from ..errors import PowerSampleError, check
+from ..jsonl import result_row
 from ..rng import derive_seeds
 from ..tasks import get_task
 from ..tasks.base import Grade, Problem, Task
@@ -31,8 +33,6 @@ from .grading import GradePool, grade_sample
 from .store import RunStore, read_rows
 
 log = logging.getLogger(__name__)
-
-LOADING_OPTIONS = ("eos_token_id", "trust_remote_code", "reuse_cache", "gguf_file")  # for load_engine, not sample()
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def versions() -> dict[str, str | None]:
 def generator_name(config: EvalConfig) -> str:
     """A short label for the model + method (AlpacaEval's "generator" field)."""
     model = Path(config.model.rstrip("/")).name or config.model
-    extra = f"-a{config.alpha:g}" if config.method == "power" else ""
+    extra = f"-a{config.sampler['alpha']:g}" if config.method == "power" else ""
     return f"powersample-{model}-{config.method}{extra}"
 
 
@@ -130,14 +130,12 @@ def _run(config: EvalConfig, task: Task, selected: list[Problem], store: RunStor
         if sample_fn is None:
             import powersample
 
-            _check_sampler_settings(config)  # bad settings fail here, before minutes of model loading
             sample_fn = powersample.sample
         if model is None:
-            import powersample
+            from ..engine import open_engine
 
-            loading = {key: config.sampler_options[key] for key in LOADING_OPTIONS
-                       if key in config.sampler_options}
-            model = powersample.load_engine(config.model, device=config.device, dtype=config.dtype, **loading)
+            loading = {key: config.sampler[key] for key in LOADING_SETTINGS if key in config.sampler}
+            model = open_engine(config.model, device=config.device, dtype=config.dtype, **loading)
         _check_prompts_fit(model, todo, config.chat)
         pool = GradePool(config.grade_workers)
         bar = _bar(progress, missing, f"{config.task} {config.method}")
@@ -167,15 +165,6 @@ def _run(config: EvalConfig, task: Task, selected: list[Problem], store: RunStor
                       stats.errors, tuple(exported))
 
 
-def _check_sampler_settings(config: EvalConfig) -> None:
-    """Build the method's parameters as powersample.sample will, so that a bad setting (an unknown
-    method, block_size > max_new_tokens for power) is reported before the model is loaded."""
-    from ..api import make_params
-
-    kwargs = _sample_kwargs(config, [])
-    make_params(kwargs.pop("method"), **kwargs)
-
-
 def _check_prompts_fit(model: Any, problems: Sequence[Problem], chat: bool) -> None:
     """Name a problem whose prompt fills the model's context now, not when its batch comes up."""
     from ..api import _encode  # exactly as sample() will encode it (chat template included)
@@ -190,17 +179,12 @@ def _check_prompts_fit(model: Any, problems: Sequence[Problem], chat: bool) -> N
 
 
 def _sample_kwargs(config: EvalConfig, batch: Sequence[Problem]) -> dict[str, Any]:
-    kwargs: dict[str, Any] = dict(method=config.method, alpha=config.alpha, mcmc_steps=config.mcmc_steps,
-                                  block_size=config.block_size, max_new_tokens=config.max_new_tokens,
-                                  num_samples=config.samples_per_problem, batch_size=len(batch),
-                                  progress=False, seeds=[derive_seeds(config.seed, p.id) for p in batch])
-    if config.temperature is not None:
-        kwargs["temperature"] = config.temperature
-    if config.n is not None:
-        kwargs["n"] = config.n
+    kwargs: dict[str, Any] = dict(method=config.method, num_samples=config.samples_per_problem,
+                                  batch_size=len(batch), progress=False,
+                                  seeds=[derive_seeds(config.seed, p.id) for p in batch])
     if config.chat:
         kwargs["chat"] = True
-    kwargs.update({k: v for k, v in config.sampler_options.items() if k not in LOADING_OPTIONS})
+    kwargs.update({k: v for k, v in config.sampler.items() if k not in LOADING_SETTINGS})
     return kwargs
 
 
@@ -239,18 +223,12 @@ def _decode(ids: Sequence[int], decode) -> str:
 
 
 def _row(problem: Problem, r: Any, text: str, answers: Sequence[str | None] | None) -> dict[str, Any]:
-    return {
-        "id": problem.id, "sample": r.sample_index,
-        "correct": None, "extracted": None, "reason": None, "grader_error": False,  # filled in by _write
-        "finished": r.finished, "tokens": len(r.token_ids), "tokens_generated": r.tokens_generated,
-        "logp": r.logp, "seconds": r.seconds, "acceptance_rate": r.acceptance_rate, "stats": r.stats,
-        "completion": text,
-        "checkpoints": [{"block": cp.block, "answer": a, "correct": None, "tokens": len(cp.token_ids),
-                         "tokens_generated": cp.tokens_generated, "logp": cp.logp,
-                         "acceptance_rate": cp.acceptance_rate, "mean_entropy": cp.mean_entropy,
-                         "mean_top1": cp.mean_top1, "seconds": cp.seconds}
-                        for cp, a in zip(r.checkpoints, answers or [None] * len(r.checkpoints), strict=True)],
-    }
+    """The Result's row (powersample.jsonl) with the grade fields, filled in by _write once graded."""
+    row = result_row(r, problem.id, text)
+    row.update(correct=None, extracted=None, reason=None, grader_error=False)
+    for cp, a in zip(row["checkpoints"], answers or [None] * len(r.checkpoints), strict=True):
+        cp.update(answer=a, correct=None)
+    return row
 
 
 def _write(future, row: dict[str, Any], store: RunStore, stats: _Tally, bar) -> None:
@@ -264,7 +242,7 @@ def _write(future, row: dict[str, Any], store: RunStore, stats: _Tally, bar) -> 
     try:
         store.append(row)
     except Exception:  # a full disk: say so loudly; the row is regenerated on the next run
-        log.exception("could not write the row for %s sample %s", row["id"], row["sample"])
+        log.exception("could not write the row for %s sample %s", row["id"], row["sample_index"])
         return
     stats.add(row)
     if bar is not None:

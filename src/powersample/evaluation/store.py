@@ -1,7 +1,7 @@
 """A run directory: `run.json` (configuration and versions, written first) and `rows.jsonl`
 (one graded (problem, sample) per line, appended and fsynced as each is graded).
 
-Resuming: the rows already written are kept and their (id, sample) keys skipped. A process killed
+Resuming: the rows already written are kept and their (id, sample_index) keys skipped. A process killed
 mid-write leaves at most one partial last line (no trailing newline); opening the store for writing
 cuts it off. A rerun whose core configuration differs from run.json is refused, naming the fields.
 """
@@ -17,60 +17,55 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .. import jsonl
 from ..errors import PowerSampleError
+from ..jsonl import FORMAT
+from .config import upgrade_config
 
 log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
 ROWS_FILE = "rows.jsonl"
-FORMAT = 1  # of run.json and rows.jsonl; bump on incompatible change
 
 
 def read_run(run_dir: str | Path) -> dict[str, Any]:
-    """The parsed run.json of a run directory."""
+    """The parsed run.json of a run directory, its config in the current layout (its "format" unchanged)."""
     path = Path(run_dir) / RUN_FILE
     if not path.is_file():
         raise PowerSampleError(f"{run_dir} is not an eval run directory: it has no {RUN_FILE}", "run",
                                str(run_dir))
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise PowerSampleError(f"{path}:{e.lineno}: not valid JSON ({e.msg})", "run", str(path)) from e
+    return {**record, "config": upgrade_config(record.get("config", {}))}
 
 
 def read_rows(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The complete rows of a run, first copy of each (id, sample); a torn last line is ignored."""
-    rows, _ = _scan(Path(run_dir) / ROWS_FILE)
-    return rows
-
-
-def _scan(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """(rows, byte length of the complete lines). Corruption before the last line is an error."""
-    if not path.exists():
-        return [], 0
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1  # everything after the last newline is a torn write
+    """The complete rows of a run, first copy of each (id, sample_index); a torn last line is ignored."""
     rows, seen = [], set()
-    for number, line in enumerate(data[:end].split(b"\n")[:-1], 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            key = (row["id"], row["sample"])
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-            raise PowerSampleError(f"{path}:{number}: corrupt row ({type(e).__name__}); fix or delete that "
-                                   "line and rerun", "rows", str(path)) from e
+    for row in jsonl.read_rows(Path(run_dir) / ROWS_FILE):
+        key = (row.get("id"), row.get("sample_index"))
         if key in seen:  # only possible if two processes wrote the same run; keep the first
-            log.warning("%s:%d: duplicate row for %s sample %s ignored", path, number, *key)
+            log.warning("%s: duplicate row for %s sample %s ignored", run_dir, *key)
             continue
         seen.add(key)
         rows.append(row)
-    return rows, end
+    return rows
 
 
-def diff_core(old: Mapping[str, Any], new: Mapping[str, Any], core: Iterable[str]) -> list[str]:
-    """The core fields whose values differ between two configurations."""
-    return sorted(k for k in core if old.get(k) != new.get(k))
+def diff_core(old: Mapping[str, Any], new: Mapping[str, Any], core: Iterable[str]) -> dict[str, tuple[Any, Any]]:
+    """{field: (old value, new value)} for the core fields that differ between two configurations; a
+    dict field (the sampler's settings) by its keys, as "sampler.alpha"."""
+    out = {}
+    for k in sorted(core):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update({f"{k}.{sub}": (a.get(sub), b.get(sub)) for sub in sorted(set(a) | set(b))
+                        if a.get(sub) != b.get(sub)})
+        elif a != b:
+            out[k] = (a, b)
+    return out
 
 
 class RunStore:
@@ -116,16 +111,19 @@ class RunStore:
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         if run_path.exists():
             old = read_run(run_dir)
+            rows = read_rows(run_dir)
+            if old.get("format", 1) < FORMAT or any(r["format"] < FORMAT for r in rows):
+                raise PowerSampleError(f"{run_dir} was written by an older powersample (format "
+                                       f"{old.get('format', 1)}, now {FORMAT}): `powersample report` reads it, "
+                                       "but it cannot be resumed; use another --out directory", "out", str(run_dir))
             differing = diff_core(old.get("config", {}), record["config"], core)
-            if differing and not _scan(run_dir / ROWS_FILE)[0]:
+            if differing and not rows:
                 # nothing written yet (e.g. the first attempt failed on a bad setting): nothing to mix
                 log.info("%s has no rows yet: replacing its configuration (%s)", run_dir,
                          ", ".join(differing))
-                old, differing = {}, []
+                old, differing = {}, {}
             if differing:
-                was, now_cfg = old.get("config", {}), record["config"]
-                detail = "; ".join(f"{k}: {was.get(k)!r} in the run, {now_cfg.get(k)!r} now"
-                                   for k in differing)
+                detail = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, (a, b) in differing.items())
                 raise PowerSampleError(
                     f"{run_dir} holds a run with a different configuration ({detail}). Use another --out "
                     f"directory, or rerun with the run's settings to resume it.", "out", str(run_dir))
@@ -143,25 +141,17 @@ class RunStore:
         write_json_atomic(run_path, {"format": FORMAT, **record})
 
         rows_path = run_dir / ROWS_FILE
-        rows, end = _scan(rows_path)
-        if rows_path.exists() and rows_path.stat().st_size > end:
-            log.warning("%s: dropping a partially written last line (the previous run was killed mid-write)",
-                        rows_path)
-            with open(rows_path, "r+b") as f:
-                f.truncate(end)
-                f.flush()
-                os.fsync(f.fileno())
+        jsonl.read_rows(rows_path, repair=True)  # cut a line torn by a kill, so appends start on a new line
         handle = open(rows_path, "ab")
-        return cls(run_dir, rows, handle, lock_handle)
+        return cls(run_dir, read_rows(run_dir), handle, lock_handle)
 
     def done(self) -> set[tuple[str, int]]:
         """(id, sample) of every row written before this store was opened."""
-        return {(r["id"], r["sample"]) for r in self.rows_at_open}
+        return {(r["id"], r["sample_index"]) for r in self.rows_at_open}
 
     def append(self, row: dict[str, Any]) -> None:
         """Write one row durably: a single write of the whole line, flushed and fsynced."""
-        text = json.dumps(row, ensure_ascii=False, separators=(",", ":"), default=_plain)
-        line = (text + "\n").encode("utf-8")
+        line = jsonl.encode(row)
         with self._lock:
             self._f.write(line)
             self._f.flush()
@@ -178,11 +168,6 @@ class RunStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _plain(o: Any) -> Any:
-    """JSON for what samplers may put in `stats`: tensors and numpy values via tolist(), else str."""
-    return o.tolist() if hasattr(o, "tolist") else str(o)
 
 
 def _lock(run_dir: Path):

@@ -19,7 +19,7 @@ class PowerParams:
     alpha: float = 4.0  # target p^alpha; > 0
     mcmc_steps: int = 10  # MH steps after each block (N)
     max_new_tokens: int = 3072  # T
-    block_size: int = 192  # B; T/B blocks, the paper uses B = T/16
+    block_size: int | None = None  # B; None = max_new_tokens // 16 (the paper's B = T/16: 192 at T = 3072)
     temperature: float | None = None  # proposal temperature; None = 1/alpha as in the paper
     top_k: int = 0  # proposal truncation (0 = off); MH then targets pi restricted to what q can reach
     top_p: float = 1.0
@@ -32,6 +32,8 @@ class PowerParams:
         check(isinstance(self.mcmc_steps, int) and self.mcmc_steps >= 0,
               f"mcmc_steps must be an integer >= 0, got {self.mcmc_steps!r}", "mcmc_steps", self.mcmc_steps)
         _positive_int("max_new_tokens", self.max_new_tokens)
+        if self.block_size is None:  # resolved here, so that every path (sample, generate, eval) agrees
+            object.__setattr__(self, "block_size", max(1, self.max_new_tokens // 16))
         check(isinstance(self.block_size, int) and 0 < self.block_size <= self.max_new_tokens,
               f"block_size must be in [1, max_new_tokens={self.max_new_tokens}], got {self.block_size!r} "
               f"(the paper uses max_new_tokens/16 = {max(1, self.max_new_tokens // 16)})",

@@ -58,11 +58,11 @@ class AlpacaEval(Task):
     def export(self, run_dir: Path, rows: Sequence[Mapping[str, Any]], problems: Sequence[Problem],
                generator: str) -> list[Path]:
         """Write the alpaca_eval outputs file(s) for the problems that have rows."""
-        by_key = {(r["id"], r["sample"]): r for r in rows}
-        samples = sorted({r["sample"] for r in rows})
+        by_key = {(r["id"], r["sample_index"]): r for r in rows}
+        samples = sorted({r["sample_index"] for r in rows})
         written = []
         for j in samples:
-            entries = [{"instruction": p.prompt, "output": by_key[(p.id, j)]["completion"].strip(),
+            entries = [{"instruction": p.prompt, "output": by_key[(p.id, j)]["text"].strip(),
                         "generator": generator, "dataset": p.meta.get("dataset", "alpaca_eval")}
                        for p in problems if (p.id, j) in by_key]
             path = Path(run_dir) / (OUTPUTS if j == 0 else OUTPUTS.replace(".json", f".sample{j}.json"))

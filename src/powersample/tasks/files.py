@@ -107,17 +107,9 @@ def sha256_file(path: str | Path) -> str:
 
 
 def _jsonl(text: str, source: str) -> list[Record]:
-    out = []
-    for i, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise PowerSampleError(f"{source}:{i}: not valid JSON ({e.msg} at column {e.colno})",
-                                   "data", source) from e
-        out.append(Record(source, i, len(out), value))
-    return out
+    from ..jsonl import parse_lines
+
+    return [Record(source, n, i, value) for i, (n, value) in enumerate(parse_lines(text.encode(), source))]
 
 
 def _json_array(text: str, source: str) -> list[Record]:
