@@ -664,8 +664,11 @@ def test_killed_eval_resumes_to_the_uninterrupted_result(real_model_dir, uninter
     out = tmp_path / "run"
     log = tmp_path / "killed.log"  # a file, not a pipe: nothing waits on the killed process's children
     with open(log, "wb") as f:
+        # SIGINT back to its default first: a shell without job control starts background jobs with SIGINT
+        # ignored, and Python then never turns Ctrl-C into KeyboardInterrupt
         proc = subprocess.Popen(_eval_cmd(real_model_dir, out, grade_workers=1), stdout=f,
-                                stderr=subprocess.STDOUT, env=ENV)
+                                stderr=subprocess.STDOUT, env=ENV,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     rows_path = out / ROWS_FILE
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
