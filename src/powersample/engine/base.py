@@ -165,6 +165,9 @@ class Engine(ABC):
     device: torch.device
     tokenizer = None  # a transformers tokenizer, or None when the model came with token ids only
     sequences_class: type[Sequences] = Sequences  # a backend's Sequences subclass, if it keeps state per row
+    # occupancy: row-slots fed to forward passes, and those that drew a token (a device tensor, no sync)
+    slots_fed: int = 0
+    slots_drawn: torch.Tensor | int = 0
 
     # -- the contract: what samplers call ---------------------------------------------------------
 
@@ -289,6 +292,8 @@ class Engine(ABC):
         active = max_new > 0
         for t in range(steps):
             logits = next_logits(seqs, active)  # (rows, vocab)
+            self.slots_fed += rows
+            self.slots_drawn = self.slots_drawn + active.sum()
             logp_all = torch.log_softmax(logits, dim=-1)
             tok, logq = proposal.draw(logits, seqs.seeds, seqs.draws, first if t == 0 else None)
             # tokens the model gives probability 0 (a table's -inf) add nothing to the entropy
@@ -313,6 +318,10 @@ class Engine(ABC):
         for name in ("logp", "logq", "entropy", "top1"):
             setattr(ext, name, getattr(ext, name)[:, : ext.tokens.shape[1]])
         return ext
+
+    def occupancy(self) -> float:
+        """Share of row-slots fed to forward passes that drew a token, since the engine was made."""
+        return float(self.slots_drawn) / max(self.slots_fed, 1)
 
     def _reserve(self, seqs: Sequences, n: int) -> None:
         """Room for n more tokens in every row (and in the pending copy that settle may restore)."""
