@@ -211,7 +211,8 @@ class Engine(ABC):
             check(bool((~cut | (keep >= seqs.prompt_lengths) & (keep <= seqs.lengths)).all()),
                   "keep must lie between each row's prompt length and its length (or be -1: no cut)", "keep")
             if seqs.pending is None:
-                seqs.pending = (seqs.tokens.clone(), seqs.lengths.clone(), cut.clone())
+                if bool(cut.any()):  # (a host sync; keep=-1 everywhere cuts nothing)
+                    seqs.pending = (seqs.tokens.clone(), seqs.lengths.clone(), cut.clone())
             else:  # rows cut earlier stay restorable; a row is cut again only after its settle
                 old_tokens, old_lengths, pending = seqs.pending
                 check(not bool((cut & pending).any()), "a row with a proposal in flight was cut again: settle "
