@@ -27,7 +27,6 @@ from .scheduler import run_chains
 from .track import Track
 
 
-
 def log_acceptance(alpha: float, lp_new: torch.Tensor, lp_old: torch.Tensor, lq_new: torch.Tensor,
                    lq_old: torch.Tensor, n_old: torch.Tensor, n_new: torch.Tensor) -> torch.Tensor:
     """log of pi(x')q(x|x') / (pi(x)q(x'|x)) from suffix sums of log p and log q and completion lengths."""
