@@ -1,8 +1,8 @@
 """Row occupancy and tokens/s of MH power sampling vs plain temperature sampling, in one run.
 
 The workload is eval-shaped: 100 gym problems (3-digit additions), one MH chain each, with the demo's
-T=48 and B=16 and the paper's N=10, on 64 engine rows; then plain temperature sampling of the same
-problems on the same engine and rows. Occupancy is the share of row-slots in forward passes that drew
+T=48 and B=16 and the paper's N=10, queued on 64 engine rows; then plain temperature sampling of the
+same problems on the same engine, in batches of 64 rows. Occupancy is the share of row-slots in forward passes that drew
 a token that is kept or judged (an MH proposal's tokens are all judged); the rest are rows riding
 along idle. tokens/s counts every drawn token (MH: rejected proposals too).
 
@@ -47,14 +47,16 @@ def main() -> None:
     power = PowerParams(alpha=ALPHA, mcmc_steps=N, max_new_tokens=T, block_size=B)
     plain = TemperatureParams(temperature=1.0, max_new_tokens=T)
 
-    def batched(sampler, params):  # as eval runs today: batches of ROWS problems, one row each
+    def batched(sampler, params):  # plain decoding as eval runs it: batches of ROWS problems, one row each
         results = []
         for lo in range(0, PROBLEMS, ROWS):
             results += sampler(engine, prompts[lo: lo + ROWS], seeds[lo: lo + ROWS], params)
         return sum(r.tokens_generated for r in results)
 
     print(f"gym model, {PROBLEMS} problems, {ROWS} rows, T={T}, B={B}, N={N}, alpha={ALPHA}, {args.device}")
-    mh = measure(engine, lambda: batched(power_sample, power))
+    # MH: all 100 chains queued on ROWS rows, continuously batched (power_sample's scheduler)
+    mh = measure(engine, lambda: sum(r.tokens_generated for r in power_sample(engine, prompts, seeds, power,
+                                                                              rows=ROWS)))
     pl = measure(engine, lambda: batched(temperature_sample, plain))
     for name, (occ, tps, secs) in (("MH power", mh), ("plain", pl)):
         print(f"{name:<9} occupancy {occ:6.1%}   {tps:8.0f} tokens/s   {secs:6.1f} s")

@@ -12,6 +12,13 @@ A sampler holds a `Sequences` batch (one row per chain, particle or rollout) and
               Between the two, `extend`, `select` and `topk` raise: the batch is in two states at once.
 - `select`  : a new batch made of rows `index` of this one (reorder, duplicate, drop), caches included:
               SMC resampling and rollouts fan out this way without recomputing any prefix.
+
+Continuous batching (samplers/scheduler.py) needs rows in different phases at once, so the above hold
+per row: `extend(keep=...)` cuts only rows with keep[r] >= 0 (-1: the row continues as it is, even
+with its proposal in flight, so a proposal can be drawn over several calls); `settle(..., rows=mask)`
+resolves only those rows' proposals; and two more calls change the batch mid-run:
+- `join`    : replace some (settled) rows by fresh prompts with their own streams, in place.
+- `shrink`  : a batch of some distinct rows, proposals in flight included (a batch whose queue ran dry).
 - `topk`    : the k most likely next tokens of each row under the base model, without advancing.
 
 What a sampler may read of a `Sequences`: `tokens`, `lengths`, `prompt_lengths`, `seeds`, `completion(r)`
@@ -276,6 +283,20 @@ class Engine(ABC):
             draws = torch.zeros_like(index)
         out = self.sequences_class(tokens=seqs.tokens[index].clone(), lengths=seqs.lengths[index].clone(),
                                    prompt_lengths=seqs.prompt_lengths[index].clone(), seeds=seeds, draws=draws)
+        self._select(seqs, index, out)
+        return out
+
+    def shrink(self, seqs: Sequences, index: torch.Tensor) -> Sequences:
+        """A batch of the distinct rows `index` of this one, proposals in flight included: how a
+        continuous batch drops rows it no longer needs. Each row keeps its stream and draw count."""
+        index = torch.as_tensor(index, device=self.device).long()
+        check(len(index) > 0 and bool((_occurrence(index) == 0).all()), "shrink() needs distinct rows, at least one",
+              "index")
+        out = self.sequences_class(tokens=seqs.tokens[index].clone(), lengths=seqs.lengths[index].clone(),
+                                   prompt_lengths=seqs.prompt_lengths[index].clone(), seeds=seqs.seeds[index].clone(),
+                                   draws=seqs.draws[index].clone())
+        if seqs.pending is not None and bool(seqs.pending[2][index].any()):
+            out.pending = tuple(x[index].clone() for x in seqs.pending)
         self._select(seqs, index, out)
         return out
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -52,12 +53,13 @@ def run_chains(engine: Engine, prompts: list[list[int]], seeds: list[int], param
     track = Track(R, T, dev)  # each row's current completion
     prop = Track(R, T, dev)  # each row's proposal in flight, from its cut position on
     zeros = torch.zeros(R, dtype=torch.long, device=dev)
-    chain = torch.arange(R, device=dev)  # the chain each row holds; -1: none left for it
-    block, step = zeros.clone(), zeros - 1  # step -1: growing the block; 0..N-1: that MH step
-    left = torch.full((R,), min(B, T), dtype=torch.long, device=dev)  # tokens the row's task may still draw
-    cut = zeros.clone()  # an MH step's position t (completion tokens kept)
-    cut_now = torch.zeros(R, dtype=torch.bool, device=dev)  # the task starts with a cut at the next call
-    proposed, accepted = zeros.clone(), zeros.clone()
+    row = _Rows(
+        chain=torch.arange(R, device=dev),  # the chain each row holds; -1: none (the row idles)
+        block=zeros.clone(), step=zeros - 1,  # step -1: growing the block; 0..N-1: that MH step
+        left=torch.full((R,), min(B, T), dtype=torch.long, device=dev),  # tokens its task may still draw
+        cut=zeros.clone(),  # an MH step's position t (completion tokens kept)
+        cut_now=torch.zeros(R, dtype=torch.bool, device=dev),  # the task starts with a cut at the next call
+        proposed=zeros.clone(), accepted=zeros.clone())
     checkpoints: list[list] = [[] for _ in queue]
     results: dict[int, dict] = {}
     next_chain, blocks_done, reported = R, 0, 0
@@ -67,90 +69,95 @@ def run_chains(engine: Engine, prompts: list[list[int]], seeds: list[int], param
         nonlocal blocks_done
         idx = ended.nonzero().flatten().tolist()
         elapsed = time.perf_counter() - t0
-        cps = track.checkpoints(seqs, (block + 1).tolist(), proposed, accepted, elapsed, rows=idx)
-        done = ended & ((block + 1 == n_blocks) | (track.ends_with_eos & params.stop_at_eos))
+        cps = track.checkpoints(seqs, (row.block + 1).tolist(), row.proposed, row.accepted, elapsed, rows=idx)
+        done = ended & ((row.block + 1 == n_blocks) | (track.ends_with_eos & params.stop_at_eos))
         for r, cp in zip(idx, cps, strict=True):
-            checkpoints[int(chain[r])].append(cp)
-        blocks_done += len(idx) + int(((n_blocks - block - 1) * done).sum())
+            checkpoints[int(row.chain[r])].append(cp)
+        blocks_done += len(idx) + int(((n_blocks - row.block - 1) * done).sum())
         for r in done.nonzero().flatten().tolist():
             ids = seqs.completion(r)
-            n_prop = int(proposed[r])
-            results[int(chain[r])] = dict(
+            n_prop = int(row.proposed[r])
+            results[int(row.chain[r])] = dict(
                 token_ids=ids, text=engine.decode(ids), logp=float(track.logp[r, : len(ids)].sum()),
                 finished=bool(track.ends_with_eos[r]), tokens_generated=int(track.generated[r]),
-                acceptance_rate=(int(accepted[r]) / n_prop) if n_prop else None,
-                stats={"proposals": n_prop, "accepted": int(accepted[r])})
+                acceptance_rate=(int(row.accepted[r]) / n_prop) if n_prop else None,
+                stats={"proposals": n_prop, "accepted": int(row.accepted[r])})
         return done
 
     def advance(need: torch.Tensor) -> None:
-        """Move rows `need` (their task ended) to their chain's next task that draws tokens."""
-        nonlocal step, block, left, cut
+        """Move rows `need` (their task ended) on to their chain's next task that draws tokens."""
         while bool(need.any()):  # usually one pass; more when steps are skipped or blocks end at once
-            step = torch.where(need, step + 1, step)
-            ended = need & (step == N)
+            row.step = torch.where(need, row.step + 1, row.step)
+            ended = need & (row.step == N)
             if bool(ended.any()):
                 done = finish_blocks(ended)
-                chain.masked_fill_(done, -1)
+                row.chain.masked_fill_(done, -1)
                 need = need & ~done
                 nxt = ended & ~done  # next block: grow, unless the sample already ends with EOS
-                block, step = torch.where(nxt, block + 1, block), torch.where(nxt, -1, step)
-                cap = ((block + 1) * B).clamp(max=T)
+                row.block, row.step = torch.where(nxt, row.block + 1, row.block), torch.where(nxt, -1, row.step)
+                cap = ((row.block + 1) * B).clamp(max=T)
                 grow = nxt & ~track.ends_with_eos
-                left = torch.where(grow, cap - track.length, left)
+                row.left = torch.where(grow, cap - track.length, row.left)
                 need = need & ~grow
-            mh = need & (step >= 0) & (step < N)
-            counter = block * N + step
+            mh = need & (row.step >= 0) & (row.step < N)
+            counter = row.block * N + row.step
             n_old = track.length.clamp(min=1)
             t = (rng.uniform(seqs.seeds, _POSITION_STREAM, counter) * n_old).long().clamp(max=n_old - 1)
             go = mh & (track.length > 0)  # an empty completion has nothing to resample: the step is skipped
-            cut = torch.where(go, t, cut)
-            left = torch.where(go, ((block + 1) * B).clamp(max=T) - t, left)
-            cut_now.logical_or_(go)
+            row.cut = torch.where(go, t, row.cut)
+            row.left = torch.where(go, ((row.block + 1) * B).clamp(max=T) - t, row.left)
+            row.cut_now.logical_or_(go)
             need = need & ~go
 
     while True:
-        busy = chain >= 0
+        busy = row.chain >= 0
         if not bool(busy.any()):
             break
-        asked = torch.where(busy, left.clamp(max=chunk), 0)
-        keep = torch.where(cut_now, seqs.prompt_lengths + cut, -1)
-        mh = busy & (step >= 0)
+        asked = torch.where(busy, row.left.clamp(max=chunk), 0)
+        keep = torch.where(row.cut_now, seqs.prompt_lengths + row.cut, -1)
+        mh = busy & (row.step >= 0)
         ext = engine.extend(seqs, asked, proposal, keep=keep)
-        if bool(cut_now.any()):  # a cut starts a fresh proposal
-            prop.reset(cut_now)
-            cut_now.zero_()
+        if bool(row.cut_now.any()):  # a cut starts a fresh proposal
+            prop.reset(row.cut_now)
+            row.cut_now.zero_()
         track.append(_only(ext, busy & ~mh))
         prop.append(_only(ext, mh))
-        left = left - ext.lengths
-        ended = busy & (ext.eos | (left == 0) | (ext.lengths < asked))
+        row.left = row.left - ext.lengths
+        ended = busy & (ext.eos | (row.left == 0) | (ext.lengths < asked))
         judged = ended & mh
         if bool(judged.any()):
             pext = Extension(tokens=prop.logp, logp=prop.logp, logq=prop.logq, entropy=prop.entropy, top1=prop.top1,
                              lengths=prop.length, eos=prop.ends_with_eos)
-            log_r = log_ratio(alpha, track, cut, pext)
-            u = rng.uniform(seqs.seeds, _ACCEPT_STREAM, block * N + step)
+            log_r = log_ratio(alpha, track, row.cut, pext)
+            u = rng.uniform(seqs.seeds, _ACCEPT_STREAM, row.block * N + row.step)
             accept = judged & (torch.log(u) < log_r)
             engine.settle(seqs, accept, rows=judged)
-            track.replace(pext, cut, accept)
+            track.replace(pext, row.cut, accept)
             track.generated += torch.where(judged, prop.length, 0)
-            proposed += judged
-            accepted += accept
+            row.proposed += judged
+            row.accepted += accept
         advance(ended)
-        free = (chain < 0).nonzero().flatten().tolist()
+        free = (row.chain < 0).nonzero().flatten().tolist()
         if free and next_chain < len(queue):  # finished chains' rows go to the next chains in the queue
             free = free[: len(queue) - next_chain]
             new = list(range(next_chain, next_chain + len(free)))
             next_chain += len(free)
             idx = torch.tensor(free, device=dev)
             engine.join(seqs, idx, [prompts[queue[c][0]] for c in new], [chain_seed[c] for c in new])
-            joined = torch.zeros(R, dtype=torch.bool, device=dev)
+            joined = torch.zeros(len(seqs), dtype=torch.bool, device=dev)
             joined[idx] = True
-            chain[idx] = torch.tensor(new, device=dev)
+            row.chain[idx] = torch.tensor(new, device=dev)
             track.reset(joined)
-            block, step = torch.where(joined, 0, block), torch.where(joined, -1, step)
-            left = torch.where(joined, min(B, T), left)
-            proposed.masked_fill_(joined, 0)
-            accepted.masked_fill_(joined, 0)
+            row.block, row.step = torch.where(joined, 0, row.block), torch.where(joined, -1, row.step)
+            row.left = torch.where(joined, min(B, T), row.left)
+            row.proposed.masked_fill_(joined, 0)
+            row.accepted.masked_fill_(joined, 0)
+        elif free and len(free) * 16 >= len(seqs) and len(free) < len(seqs):
+            # the queue ran dry: drop idle rows, so that forward passes carry (almost) only working rows
+            index = (row.chain >= 0).nonzero().flatten()
+            seqs = engine.shrink(seqs, index)
+            for state in (track, prop, row):
+                state.select(index)
         if progress is not None and blocks_done // len(queue) > reported:
             progress(blocks_done // len(queue) - reported)
             reported = blocks_done // len(queue)
@@ -158,6 +165,24 @@ def run_chains(engine: Engine, prompts: list[list[int]], seeds: list[int], param
     seconds = (time.perf_counter() - t0) / len(prompts)
     return [Result(prompt_index=i, sample_index=j, seconds=seconds, method="power", checkpoints=checkpoints[c],
                    **results[c]) for c, (i, j) in enumerate(queue)]
+
+
+@dataclass
+class _Rows:
+    """Per-row scheduling state, one entry per engine row."""
+
+    chain: torch.Tensor
+    block: torch.Tensor
+    step: torch.Tensor
+    left: torch.Tensor
+    cut: torch.Tensor
+    cut_now: torch.Tensor
+    proposed: torch.Tensor
+    accepted: torch.Tensor
+
+    def select(self, index: torch.Tensor) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name)[index])
 
 
 def _only(ext: Extension, rows: torch.Tensor) -> Extension:

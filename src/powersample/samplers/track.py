@@ -59,6 +59,11 @@ class Track:
             getattr(self, name).masked_fill_(rows, 0)
         self.ends_with_eos.masked_fill_(rows, False)
 
+    def select(self, index: torch.Tensor) -> None:
+        """Keep rows `index` only, in that order."""
+        for name in (*_FIELDS, "length", "ends_with_eos", "generated"):
+            setattr(self, name, getattr(self, name)[index])
+
     def checkpoints(self, seqs, block: int | list[int], proposed, accepted, seconds: float,
                     rows: list[int] | None = None) -> list[Checkpoint]:
         """One Checkpoint per row (of `rows`, default all) describing its current state (one host
