@@ -21,6 +21,7 @@ import torch
 from ..errors import PowerSampleError, check
 from .base import Engine, Extension, Proposal, Sequences
 
+_MIN_DEAD_SLOTS = 16  # compact the cache once this many (and half as many as live) slots are dead
 _SYNC_EVERY_GPU = 8  # decode steps between checks for "all rows done" on a GPU (each is a host sync)
 
 
@@ -167,11 +168,12 @@ class HFEngine(Engine):
         seqs.stale, seqs.fresh = torch.zeros_like(live), torch.zeros_like(live)
 
     def _compact(self, seqs: HFSequences) -> None:
-        """Move each row's live slots to the front (in logical order) and drop the empty tail."""
+        """Move each row's live slots to the front (in logical order) and drop the empty tail, once the
+        dead slots are worth it: every compaction copies the whole cache, and dead slots are masked anyway."""
         keep_slots = seqs.live | seqs.stale
         n_keep = keep_slots.sum(1)
         width = int(n_keep.max()) if len(seqs) else 0
-        if width == seqs.live.shape[1]:
+        if seqs.live.shape[1] - width < max(_MIN_DEAD_SLOTS, width // 2):
             return
         # sort key: kept slots by logical position first, then the rest
         big = torch.iinfo(torch.long).max
