@@ -30,7 +30,8 @@ from .track import Track
 
 _POSITION_STREAM = 2  # rng streams (the engine draws tokens from stream 1)
 _ACCEPT_STREAM = 3
-_CHUNK_GPU = 8  # decode steps per engine call on a GPU: each chunk boundary is one host sync
+_CHUNK_GPU = 8  # decode steps per engine call on a GPU: each chunk boundary is a few host syncs
+_CHUNK_CPU = 2  # on a CPU syncs are free, but each call has Python overhead (bench/occupancy.py: 1, 2, 4 tried)
 
 
 def run_chains(engine: Engine, prompts: list[list[int]], seeds: list[int], params: PowerParams,
@@ -44,7 +45,7 @@ def run_chains(engine: Engine, prompts: list[list[int]], seeds: list[int], param
     queue = [(i, j) for i in range(len(prompts)) for j in range(num_samples)]  # chains, prompt-major
     chain_seed = [rng.derive_seeds(seeds[i], "chain", j) for i, j in queue]  # as chains.fan_out derives them
     R = min(rows or len(queue), len(queue))
-    chunk = chunk or (1 if dev.type == "cpu" else _CHUNK_GPU)
+    chunk = chunk or (_CHUNK_CPU if dev.type == "cpu" else _CHUNK_GPU)
     N, T, B, alpha, proposal = params.mcmc_steps, params.max_new_tokens, params.block_size, params.alpha, \
         params.proposal
     n_blocks = math.ceil(T / B)
