@@ -9,9 +9,10 @@ A sampler holds a `Sequences` batch (one row per chain, particle or rollout) and
               With `keep`, each row is first cut back to its first `keep[r]` tokens (an MH proposal);
               the old suffix stays restorable until `settle`.
 - `settle`  : after an `extend` with `keep`, per row keep the new suffix (accept) or restore the old one.
-              Between the two, `extend`, `select` and `topk` raise: the batch is in two states at once.
+              Between the two, `select`, `topk` and `extend` without `keep` raise: the batch is in two states.
 - `select`  : a new batch made of rows `index` of this one (reorder, duplicate, drop), caches included:
               SMC resampling and rollouts fan out this way without recomputing any prefix.
+- `topk`    : the k most likely next tokens of each row under the base model, without advancing.
 
 Continuous batching (samplers/scheduler.py) needs rows in different phases at once, so the above hold
 per row: `extend(keep=...)` cuts only rows with keep[r] >= 0 (-1: the row continues as it is, even
@@ -19,7 +20,6 @@ with its proposal in flight, so a proposal can be drawn over several calls); `se
 resolves only those rows' proposals; and two more calls change the batch mid-run:
 - `join`    : replace some (settled) rows by fresh prompts with their own streams, in place.
 - `shrink`  : a batch of some distinct rows, proposals in flight included (a batch whose queue ran dry).
-- `topk`    : the k most likely next tokens of each row under the base model, without advancing.
 
 What a sampler may read of a `Sequences`: `tokens`, `lengths`, `prompt_lengths`, `seeds`, `completion(r)`
 and `len()`. Everything else (`draws`, `pending`, a backend's caches) belongs to the engine. Of the
@@ -205,7 +205,8 @@ class Engine(ABC):
                keep: torch.Tensor | None = None, first: torch.Tensor | None = None) -> Extension:
         """Append up to `max_new[r]` tokens to each row, stopping at EOS or the context; return what was drawn.
 
-        keep:  cut row r back to its first `keep[r]` tokens first; `settle` must follow.
+        keep:  cut row r back to its first `keep[r]` tokens first; `settle` must follow. keep[r] = -1: row r
+               is not cut (it may have a proposal in flight from an earlier call, which goes on).
         first: force row r's first new token to `first[r]` (-1: draw it); its log p/q are reported.
         """
         rows = len(seqs)
