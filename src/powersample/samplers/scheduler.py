@@ -50,7 +50,11 @@ def run_chains(engine: Engine, prompts: list[list[int]], seeds: list[int], param
         params.proposal
     n_blocks = math.ceil(T / B)
 
-    seqs = engine.start([prompts[i] for i, _ in queue[:R]], chain_seed[:R])
+    # the first R chains: each prompt's prefix is computed once and shared by its chains (as fan_out does)
+    distinct = sorted({i for i, _ in queue[:R]})
+    seqs = engine.start([prompts[i] for i in distinct], [seeds[i] for i in distinct])
+    parent = torch.tensor([distinct.index(i) for i, _ in queue[:R]], device=dev)
+    seqs = engine.select(seqs, parent, seeds=torch.tensor(chain_seed[:R], device=dev))
     track = Track(R, T, dev)  # each row's current completion
     prop = Track(R, T, dev)  # each row's proposal in flight, from its cut position on
     zeros = torch.zeros(R, dtype=torch.long, device=dev)
