@@ -59,3 +59,32 @@ def test_chunked_decoding_keeps_the_draws():
     b = run_chains(_engine(), PROMPTS, SEEDS, PARAMS, _exact, num_samples=2, rows=3, chunk=100)
     assert [_summary(x) for x in a] == [_summary(y) for y in b]
     assert max(len(x.token_ids) for x in a) > 1
+
+
+def test_sample_queues_every_chain_instead_of_running_batches_one_after_another():
+    """sample(batch_size=b) runs power sampling on b x num_samples rows with every chain queued: the
+    same draws as batches run one after another, in fewer forward passes (no batch waits for the
+    slowest chain of the one before)."""
+    import powersample
+    from powersample import rng
+
+    def counting(eng):
+        eng.passes, step = 0, eng._next_logits
+
+        def counted(*args):
+            eng.passes += 1
+            return step(*args)
+
+        eng._next_logits = counted
+        return eng
+
+    prompts = [[0, 2 + i % 4] for i in range(24)]
+    seeds = [rng.derive_seeds(1, "prompt", i) for i in range(24)]  # as sample() derives them from seed=1
+    queued = counting(_engine())
+    res = powersample.sample(queued, prompts, "power", engine="toy", batch_size=3, seed=1, alpha=4.0,
+                             mcmc_steps=4, max_new_tokens=9, block_size=3, temperature=1.0)
+    batched = counting(_engine())
+    one_by_one = [r for lo in range(0, 24, 3)
+                  for r in run_chains(batched, prompts[lo: lo + 3], seeds[lo: lo + 3], PARAMS, _exact, chunk=2)]
+    assert [r.token_ids for r in res] == [r.token_ids for r in one_by_one]
+    assert queued.passes < 0.9 * batched.passes, (queued.passes, batched.passes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Sequence
 from dataclasses import fields
@@ -56,6 +57,8 @@ def sample(model, prompts: Sequence[str] | Sequence[Sequence[int]], method: str 
     ids = [_encode(engine, p, bool(options.get("chat")), i) for i, p in enumerate(prompts)]
     extra = {"variant": options["variant"]} if "variant" in options else {}
 
+    if "rows" in inspect.signature(spec.run).parameters:  # continuously batched (MH): queue every chain
+        extra["rows"], batch_size = batch_size * num_samples, len(ids)  # on batch_size x num_samples rows
     bar = _progress_bar(options.get("progress"), method)
     results: list[Result] = []
     try:
