@@ -5,8 +5,10 @@ columns; per row and slot we track the token's logical position (`pos`) and whet
 `live` (part of the row's current sequence). The model sees `live` as its 2D attention mask and
 each row's logical positions as `position_ids`, so a row attends exactly to its own current prefix
 wherever in the cache that prefix lies. An MH proposal cuts a row back by marking its old suffix
-`stale` (masked, restorable) and appends the new suffix as new columns; `settle` makes one of the two
-live. Holes are squeezed out by `_compact`. The cache always holds every token of a row but the
+`stale` (masked, restorable) and appends the new suffix as new columns, marked `fresh` while the
+proposal is in flight (rows are cut and settled independently, so that is per row and slot); `settle`
+makes one of the two live. A row that `join`s gets its prompt computed on its own and appended as
+new columns, its old slots dead. Holes are squeezed out by `_compact` once they are worth a copy. The cache always holds every token of a row but the
 last, which is fed on the next forward: its logits give the next token's distribution, so no
 full-vocabulary logits are ever kept between calls.
 """
