@@ -8,9 +8,9 @@ wherever in the cache that prefix lies. An MH proposal cuts a row back by markin
 `stale` (masked, restorable) and appends the new suffix as new columns, marked `fresh` while the
 proposal is in flight (rows are cut and settled independently, so that is per row and slot); `settle`
 makes one of the two live. A row that `join`s gets its prompt computed on its own and appended as
-new columns, its old slots dead. Holes are squeezed out by `_compact` once they are worth a copy. The cache always holds every token of a row but the
-last, which is fed on the next forward: its logits give the next token's distribution, so no
-full-vocabulary logits are ever kept between calls.
+new columns, its old slots dead. Holes are squeezed out by `_compact` once they are worth a copy.
+The cache always holds every token of a row but the last, which is fed on the next forward: its
+logits give the next token's distribution, so no full-vocabulary logits are ever kept between calls.
 """
 
 from __future__ import annotations

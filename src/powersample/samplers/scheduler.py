@@ -131,6 +131,7 @@ def run_chains(engine: Engine, prompts: list[list[int]], seeds: list[int], param
         ended = busy & (ext.eos | (row.left == 0) | (ext.lengths < asked))
         judged = ended & mh
         if bool(judged.any()):
+            # the proposals as one Extension, as the ratio and Track.replace take them (tokens: shape only)
             pext = Extension(tokens=prop.logp, logp=prop.logp, logq=prop.logq, entropy=prop.entropy, top1=prop.top1,
                              lengths=prop.length, eos=prop.ends_with_eos)
             log_r = log_ratio(alpha, track, row.cut, pext)
