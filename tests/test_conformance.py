@@ -160,6 +160,43 @@ def test_cut_extend_settle_and_select_stay_exact(engine):
         _check_scores(ref, before[r], ext, r, Proposal())
 
 
+def test_rows_in_different_phases_stay_exact(engine):
+    """Continuous batching: proposals drawn over several calls, cut and settled row by row, fresh
+    prompts joining and idle rows shed mid-run; every row still holds what it should, scores exactly,
+    and draws from its own stream as if it ran alone."""
+    eng, ref = engine
+    seqs = eng.start(PROMPTS, seeds=[5, 6, 7, 8])
+    eng.extend(seqs, torch.tensor(4), Q)
+    old = [_row(seqs, r) for r in range(4)]
+    no_cut = torch.full((4,), -1)
+    eng.extend(seqs, torch.tensor([3, 3, 0, 0]), Q, keep=torch.tensor([len(PROMPTS[0]) + 1, len(PROMPTS[1]), -1, -1]))
+    eng.extend(seqs, torch.tensor([2, 2, 2, 0]), Q, keep=torch.tensor([-1, -1, len(PROMPTS[2]), -1]))  # and row 2
+    with pytest.raises(PowerSampleError, match="cut again"):
+        eng.extend(seqs, torch.tensor(1), Q, keep=torch.tensor([len(PROMPTS[0]), -1, -1, -1]))
+    # (rows 0 and 1 were cut and drew 3 tokens, row 2 was cut a call later and drew 2, row 3 sat out)
+    new = [_row(seqs, r) for r in range(4)]
+    assert new[3] == old[3]  # row 3 sat out
+    eng.settle(seqs, torch.tensor([True, False, False, False]), rows=torch.tensor([True, True, False, False]))
+    assert [_row(seqs, r) for r in range(3)] == [new[0], old[1], new[2]]  # row 2 still in flight
+    with pytest.raises(PowerSampleError, match=r"join\(\) of a row with a proposal in flight"):
+        eng.join(seqs, torch.tensor([2]), [[0, 4]], [9])
+    eng.join(seqs, torch.tensor([1]), [[0, 4, 4]], [42])  # a fresh prompt takes row 1, mid-run
+    eng.extend(seqs, torch.tensor([1, 3, 1, 0]), Q, keep=no_cut)  # continues row 2's proposal too
+    eng.settle(seqs, torch.tensor([False, False, False, False]), rows=torch.tensor([False, False, True, False]))
+    assert seqs.pending is None and _row(seqs, 2) == old[2]  # rejected: row 2 is back as it was
+    alone = eng.extend(eng.start([[0, 4, 4]], seeds=[42]), torch.tensor(3), Q).row(0)
+    assert _row(seqs, 1) == [0, 4, 4] + alone  # the joined row drew exactly what it draws alone
+    eng.extend(seqs, torch.tensor([0, 0, 2, 0]), Q, keep=torch.tensor([-1, -1, len(PROMPTS[2]) + 1, -1]))
+    kept = [_row(seqs, r) for r in (0, 2, 3)]
+    seqs = eng.shrink(seqs, torch.tensor([0, 2, 3]))  # shed row 1, row 2's proposal in flight
+    eng.settle(seqs, torch.tensor([True, True, True]))
+    assert [_row(seqs, r) for r in range(3)] == kept
+    before = [_row(seqs, r) for r in range(3)]
+    ext = eng.extend(seqs, torch.tensor(4), Proposal())  # the caches still score exactly after all that
+    for r in range(3):
+        _check_scores(ref, before[r], ext, r, Proposal())
+
+
 def test_select_copies_rows_and_gives_duplicates_their_own_streams(engine):
     eng, _ = engine
     seqs = eng.start(PROMPTS[:2], seeds=[11, 12])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, fields
@@ -58,6 +59,9 @@ def sample(model, prompts: Sequence[str] | Sequence[Sequence[int]], method: str 
     loading = {k: options[k] for k in _LOADING if options.get(k) is not None}
     engine = open_engine(model, **loading)
     ids = [_encode(engine, p, bool(options.get("chat")), i) for i, p in enumerate(prompts)]
+    extra = {}
+    if "rows" in inspect.signature(spec.run).parameters:  # continuously batched (MH): queue every chain
+        extra["rows"], batch_size = batch_size * num_samples, len(ids)  # on batch_size x num_samples rows
     bar = _progress_bar(options.get("progress"), method)
     results: list[Result] = []
     try:

@@ -9,10 +9,17 @@ A sampler holds a `Sequences` batch (one row per chain, particle or rollout) and
               With `keep`, each row is first cut back to its first `keep[r]` tokens (an MH proposal);
               the old suffix stays restorable until `settle`.
 - `settle`  : after an `extend` with `keep`, per row keep the new suffix (accept) or restore the old one.
-              Between the two, `extend`, `select` and `topk` raise: the batch is in two states at once.
+              Between the two, `select`, `topk` and `extend` without `keep` raise: the batch is in two states.
 - `select`  : a new batch made of rows `index` of this one (reorder, duplicate, drop), caches included:
               SMC resampling and rollouts fan out this way without recomputing any prefix.
 - `topk`    : the k most likely next tokens of each row under the base model, without advancing.
+
+Continuous batching (samplers/scheduler.py) needs rows in different phases at once, so the above hold
+per row: `extend(keep=...)` cuts only rows with keep[r] >= 0 (-1: the row continues as it is, even
+with its proposal in flight, so a proposal can be drawn over several calls); `settle(..., rows=mask)`
+resolves only those rows' proposals; and two more calls change the batch mid-run:
+- `join`    : replace some (settled) rows by fresh prompts with their own streams, in place.
+- `shrink`  : a batch of some distinct rows, proposals in flight included (a batch whose queue ran dry).
 
 What a sampler may read of a `Sequences`: `tokens`, `lengths`, `prompt_lengths`, `seeds`, `completion(r)`
 and `len()`. Everything else (`draws`, `pending`, a backend's caches) belongs to the engine. Of the
@@ -147,7 +154,7 @@ class Sequences:
     prompt_lengths: torch.Tensor  # (rows,) int64
     seeds: torch.Tensor  # (rows,) int64, each row's random stream
     draws: torch.Tensor  # (rows,) int64, how many tokens each row's stream has drawn (engine-owned)
-    pending: tuple | None = None  # (tokens, lengths) before the last extend(keep=...), until settle
+    pending: tuple | None = None  # (tokens, lengths, rows) before the cuts of rows in flight, until settle
 
     def __len__(self) -> int:
         return self.lengths.shape[0]
@@ -165,6 +172,9 @@ class Engine(ABC):
     device: torch.device
     tokenizer = None  # a transformers tokenizer, or None when the model came with token ids only
     sequences_class: type[Sequences] = Sequences  # a backend's Sequences subclass, if it keeps state per row
+    # occupancy: row-slots fed to forward passes, and those that drew a token (a device tensor, no sync)
+    slots_fed: int = 0
+    slots_drawn: torch.Tensor | int = 0
 
     # -- the contract: what samplers call ---------------------------------------------------------
 
@@ -195,19 +205,30 @@ class Engine(ABC):
                keep: torch.Tensor | None = None, first: torch.Tensor | None = None) -> Extension:
         """Append up to `max_new[r]` tokens to each row, stopping at EOS or the context; return what was drawn.
 
-        keep:  cut row r back to its first `keep[r]` tokens first; `settle` must follow.
+        keep:  cut row r back to its first `keep[r]` tokens first; `settle` must follow. keep[r] = -1: row r
+               is not cut (it may have a proposal in flight from an earlier call, which goes on).
         first: force row r's first new token to `first[r]` (-1: draw it); its log p/q are reported.
         """
-        _check_settled(seqs, "extend")
         rows = len(seqs)
         max_new = torch.as_tensor(max_new, device=self.device).long().expand(rows).clone()
-        if keep is not None:
+        if keep is None:
+            _check_settled(seqs, "extend")
+        else:  # keep[r] = -1: row r is not cut (it continues, even with a proposal in flight)
             keep = torch.as_tensor(keep, device=self.device).long().expand(rows)
-            check(bool((keep >= seqs.prompt_lengths).all() & (keep <= seqs.lengths).all()),
-                  "keep must lie between each row's prompt length and its length", "keep")
-            seqs.pending = (seqs.tokens.clone(), seqs.lengths.clone())
-            self._cut(seqs, keep)
-            seqs.lengths = keep.clone()
+            cut = keep >= 0
+            check(bool((~cut | (keep >= seqs.prompt_lengths) & (keep <= seqs.lengths)).all()),
+                  "keep must lie between each row's prompt length and its length (or be -1: no cut)", "keep")
+            if seqs.pending is None:
+                if bool(cut.any()):  # (a host sync; keep=-1 everywhere cuts nothing)
+                    seqs.pending = (seqs.tokens.clone(), seqs.lengths.clone(), cut.clone())
+            else:  # rows cut earlier stay restorable; a row is cut again only after its settle
+                old_tokens, old_lengths, pending = seqs.pending
+                check(not bool((cut & pending).any()), "a row with a proposal in flight was cut again: settle "
+                      "it first", "keep")
+                old_tokens[cut], old_lengths[cut] = seqs.tokens[cut], seqs.lengths[cut]
+                seqs.pending = (old_tokens, old_lengths, pending | cut)
+            self._cut(seqs, keep, cut)
+            seqs.lengths = torch.where(cut, keep, seqs.lengths)
         if self.max_length is not None:  # never run past the model's context
             max_new = torch.minimum(max_new, (self.max_length - seqs.lengths).clamp(min=0))
         self._reserve(seqs, int(max_new.max()))
@@ -215,16 +236,37 @@ class Engine(ABC):
             first = torch.as_tensor(first, device=self.device).long().expand(rows)
         return self._extend(seqs, max_new, proposal, first)
 
-    def settle(self, seqs: Sequences, accept: torch.Tensor) -> None:
-        """Resolve the last `extend(keep=...)`: accept[r] keeps the new suffix, else the old returns."""
+    def settle(self, seqs: Sequences, accept: torch.Tensor, rows: torch.Tensor | None = None) -> None:
+        """Resolve the proposals in flight (of `rows` only, a bool mask, if given): accept[r] keeps the new
+        suffix, else the old one returns. Other rows stay in flight."""
         check(seqs.pending is not None, "settle() needs a preceding extend(keep=...)", "accept")
-        accept = torch.as_tensor(accept, device=self.device).bool().expand(len(seqs))
-        old_tokens, old_lengths = seqs.pending
-        reject = ~accept
+        old_tokens, old_lengths, pending = seqs.pending
+        rows = pending if rows is None else torch.as_tensor(rows, device=self.device).bool().expand(len(seqs))
+        check(not bool((rows & ~pending).any()), "settle() of a row with no proposal in flight", "rows")
+        accept = torch.as_tensor(accept, device=self.device).bool().expand(len(seqs)) & rows
+        reject = rows & ~accept
         seqs.tokens[reject] = old_tokens[reject]
-        seqs.lengths = torch.where(accept, seqs.lengths, old_lengths)
-        self._settle(seqs, accept)
-        seqs.pending = None
+        seqs.lengths = torch.where(reject, old_lengths, seqs.lengths)
+        self._settle(seqs, accept, rows)
+        left = pending & ~rows
+        seqs.pending = (old_tokens, old_lengths, left) if bool(left.any()) else None
+
+    def join(self, seqs: Sequences, rows: torch.Tensor, prompts: Sequence[Sequence[int]],
+             seeds: Sequence[int]) -> None:
+        """Replace rows `rows` (indices, none with a proposal in flight) by fresh `prompts` with their own
+        random streams, in place: the other rows run on undisturbed (continuous batching)."""
+        rows = torch.as_tensor(rows, device=self.device).long()
+        check(len(rows) == len(prompts) == len(seeds), "join needs one prompt and one seed per row", "prompts")
+        if seqs.pending is not None:
+            check(not bool(seqs.pending[2][rows].any()), "join() of a row with a proposal in flight: settle it "
+                  "first", "rows")
+        new = self.start(prompts, seeds)  # checks the prompts; its rows hold no backend state
+        self._reserve(seqs, max(0, new.tokens.shape[1] - int(seqs.lengths.max())))
+        seqs.tokens[rows] = -1
+        seqs.tokens[rows, : new.tokens.shape[1]] = new.tokens
+        for name in ("lengths", "prompt_lengths", "seeds", "draws"):
+            getattr(seqs, name)[rows] = getattr(new, name)
+        self._join(seqs, rows, new)
 
     def select(self, seqs: Sequences, index: torch.Tensor, seeds: torch.Tensor | None = None) -> Sequences:
         """A batch of rows `seqs[index]`; duplicates get fresh streams (`seeds`, or derived ones)."""
@@ -242,6 +284,20 @@ class Engine(ABC):
             draws = torch.zeros_like(index)
         out = self.sequences_class(tokens=seqs.tokens[index].clone(), lengths=seqs.lengths[index].clone(),
                                    prompt_lengths=seqs.prompt_lengths[index].clone(), seeds=seeds, draws=draws)
+        self._select(seqs, index, out)
+        return out
+
+    def shrink(self, seqs: Sequences, index: torch.Tensor) -> Sequences:
+        """A batch of the distinct rows `index` of this one, proposals in flight included: how a
+        continuous batch drops rows it no longer needs. Each row keeps its stream and draw count."""
+        index = torch.as_tensor(index, device=self.device).long()
+        check(len(index) > 0 and bool((_occurrence(index) == 0).all()), "shrink() needs distinct rows, at least one",
+              "index")
+        out = self.sequences_class(tokens=seqs.tokens[index].clone(), lengths=seqs.lengths[index].clone(),
+                                   prompt_lengths=seqs.prompt_lengths[index].clone(), seeds=seqs.seeds[index].clone(),
+                                   draws=seqs.draws[index].clone())
+        if seqs.pending is not None and bool(seqs.pending[2][index].any()):
+            out.pending = tuple(x[index].clone() for x in seqs.pending)
         self._select(seqs, index, out)
         return out
 
@@ -264,11 +320,14 @@ class Engine(ABC):
     def _topk(self, seqs: Sequences, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """See `topk`."""
 
-    def _cut(self, seqs: Sequences, keep: torch.Tensor) -> None:  # noqa: B027 (no-op for a stateless backend)
-        """Rows are about to be cut back to `keep` (seqs.lengths is still the old one): mark caches."""
+    def _cut(self, seqs: Sequences, keep: torch.Tensor, cut: torch.Tensor) -> None:  # noqa: B027 (no-op for a stateless backend)
+        """Rows `cut` (a mask) are about to be cut back to `keep` (seqs.lengths is still the old one): mark caches."""
 
-    def _settle(self, seqs: Sequences, accept: torch.Tensor) -> None:  # noqa: B027 (no-op for a stateless backend)
-        """Tokens and lengths are already resolved; resolve the backend's own state the same way."""
+    def _settle(self, seqs: Sequences, accept: torch.Tensor, rows: torch.Tensor) -> None:  # noqa: B027 (no-op for a stateless backend)
+        """Rows `rows` are resolved (tokens and lengths already are); resolve the backend's own state the same way."""
+
+    def _join(self, seqs: Sequences, rows: torch.Tensor, new: Sequences) -> None:  # noqa: B027 (no-op for a stateless backend)
+        """Rows `rows` of `seqs` now hold `new`'s rows (tokens already written): reset their backend state."""
 
     def _select(self, seqs: Sequences, index: torch.Tensor, out: Sequences) -> None:  # noqa: B027 (no-op for a stateless backend)
         """Give `out` (rows `index` of `seqs`) the backend state of those rows."""
@@ -289,6 +348,8 @@ class Engine(ABC):
         active = max_new > 0
         for t in range(steps):
             logits = next_logits(seqs, active)  # (rows, vocab)
+            self.slots_fed += rows
+            self.slots_drawn = self.slots_drawn + active.sum()
             logp_all = torch.log_softmax(logits, dim=-1)
             tok, logq = proposal.draw(logits, seqs.seeds, seqs.draws, first if t == 0 else None)
             # tokens the model gives probability 0 (a table's -inf) add nothing to the entropy
@@ -314,6 +375,10 @@ class Engine(ABC):
             setattr(ext, name, getattr(ext, name)[:, : ext.tokens.shape[1]])
         return ext
 
+    def occupancy(self) -> float:
+        """Share of row-slots fed to forward passes that drew a token, since the engine was made."""
+        return float(self.slots_drawn) / max(self.slots_fed, 1)
+
     def _reserve(self, seqs: Sequences, n: int) -> None:
         """Room for n more tokens in every row (and in the pending copy that settle may restore)."""
         need = int(seqs.lengths.max()) + n
@@ -322,7 +387,7 @@ class Engine(ABC):
             pad = torch.full((len(seqs), grow), -1, dtype=torch.long, device=self.device)
             seqs.tokens = torch.cat([seqs.tokens, pad], dim=1)
             if seqs.pending is not None:
-                seqs.pending = (torch.cat([seqs.pending[0], pad], dim=1), seqs.pending[1])
+                seqs.pending = (torch.cat([seqs.pending[0], pad], dim=1), *seqs.pending[1:])
 
     @functools.cached_property
     def _eos(self) -> torch.Tensor:  # made once: on a GPU each new tensor is a host-to-device copy

@@ -5,10 +5,12 @@ columns; per row and slot we track the token's logical position (`pos`) and whet
 `live` (part of the row's current sequence). The model sees `live` as its 2D attention mask and
 each row's logical positions as `position_ids`, so a row attends exactly to its own current prefix
 wherever in the cache that prefix lies. An MH proposal cuts a row back by marking its old suffix
-`stale` (masked, restorable) and appends the new suffix as new columns; `settle` makes one of the two
-live. Holes are squeezed out by `_compact`. The cache always holds every token of a row but the
-last, which is fed on the next forward: its logits give the next token's distribution, so no
-full-vocabulary logits are ever kept between calls.
+`stale` (masked, restorable) and appends the new suffix as new columns, marked `fresh` while the
+proposal is in flight (rows are cut and settled independently, so that is per row and slot); `settle`
+makes one of the two live. A row that `join`s gets its prompt computed on its own and appended as
+new columns, its old slots dead. Holes are squeezed out by `_compact` once they are worth a copy.
+The cache always holds every token of a row but the last, which is fed on the next forward: its
+logits give the next token's distribution, so no full-vocabulary logits are ever kept between calls.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 from ..errors import PowerSampleError, check
 from .base import Engine, Extension, Proposal, Sequences
 
+_MIN_DEAD_SLOTS = 16  # compact the cache once this many (and half as many as live) slots are dead
 _SYNC_EVERY_GPU = 8  # decode steps between checks for "all rows done" on a GPU (each is a host sync)
 
 
@@ -31,7 +34,7 @@ class HFSequences(Sequences):
     pos: torch.Tensor | None = None  # (rows, slots) logical position held by each cache slot
     live: torch.Tensor | None = None  # (rows, slots) bool: slot is part of the row's sequence
     stale: torch.Tensor | None = None  # (rows, slots) bool: old suffix awaiting `settle`
-    first_new: int = 0  # first slot of the suffix drawn by a pending extend(keep=...)
+    fresh: torch.Tensor | None = None  # (rows, slots) bool: new suffix of a proposal in flight
 
 
 class HFEngine(Engine):
@@ -63,30 +66,54 @@ class HFEngine(Engine):
         sync_every = 1 if self.device.type == "cpu" else _SYNC_EVERY_GPU  # on CPU a check costs nothing
         return self._decode(seqs, max_new, proposal, first, self._step, sync_every)
 
-    def _cut(self, seqs: HFSequences, keep: torch.Tensor) -> None:
-        seqs.first_new = seqs.live.shape[1] if seqs.live is not None else 0
+    def _cut(self, seqs: HFSequences, keep: torch.Tensor, cut: torch.Tensor) -> None:
         if seqs.cache is not None and self.reuse_cache:
             # the cache holds tokens [0, len-1); tokens from keep-1 on are re-fed or replaced
-            seqs.stale = seqs.live & (seqs.pos >= (keep - 1)[:, None])
-            seqs.live = seqs.live & ~seqs.stale
+            stale = cut[:, None] & seqs.live & (seqs.pos >= (keep - 1)[:, None])
+            seqs.stale = seqs.stale | stale
+            seqs.live = seqs.live & ~stale
 
-    def _settle(self, seqs: HFSequences, accept: torch.Tensor) -> None:
+    def _settle(self, seqs: HFSequences, accept: torch.Tensor, rows: torch.Tensor) -> None:
         if not self.reuse_cache:  # the next extend rebuilds the cache from the tokens anyway
-            seqs.cache = seqs.pos = seqs.live = seqs.stale = None
+            seqs.cache = seqs.pos = seqs.live = seqs.stale = seqs.fresh = None
         elif seqs.cache is not None:
-            new_cols = torch.zeros_like(seqs.live)
-            new_cols[:, seqs.first_new:] = True
             # rejected rows: the new suffix dies, the old one comes back; accepted: the old one dies
-            seqs.live = torch.where(~accept[:, None], (seqs.live & ~new_cols) | seqs.stale, seqs.live)
-            seqs.stale = torch.zeros_like(seqs.stale)
+            reject = (rows & ~accept)[:, None]
+            seqs.live = torch.where(reject, (seqs.live & ~seqs.fresh) | seqs.stale, seqs.live)
+            seqs.stale = seqs.stale & ~rows[:, None]
+            seqs.fresh = seqs.fresh & ~rows[:, None]
             self._compact(seqs)
+
+    def _join(self, seqs: HFSequences, rows: torch.Tensor, new: HFSequences) -> None:
+        if seqs.cache is None or not self.reuse_cache:
+            seqs.cache = None  # (re)built from the tokens by the next extend
+            return
+        for name in ("live", "stale", "fresh"):  # the rows' old slots die ...
+            getattr(seqs, name)[rows] = False
+        self._prefill(new)  # ... and their prompts, computed on their own, are appended as new slots
+        width = new.live.shape[1]
+        if width == 0:  # one-token prompts: nothing to cache until their first forward
+            return
+        for layer, part in zip(seqs.cache.layers, new.cache.layers, strict=True):
+            for name in ("keys", "values"):
+                old, add = getattr(layer, name), getattr(part, name)
+                block = old.new_zeros(old.shape[0], old.shape[1], width, old.shape[3])
+                block[rows] = add.to(old.dtype)
+                setattr(layer, name, torch.cat([old, block], dim=2))
+        zeros = torch.zeros(len(seqs), width, dtype=torch.bool, device=self.device)
+        pos, live = zeros.long(), zeros.clone()
+        pos[rows], live[rows] = new.pos, new.live
+        seqs.pos, seqs.live = torch.cat([seqs.pos, pos], 1), torch.cat([seqs.live, live], 1)
+        seqs.stale, seqs.fresh = torch.cat([seqs.stale, zeros], 1), torch.cat([seqs.fresh, zeros], 1)
+        self._compact(seqs)
 
     def _select(self, seqs: HFSequences, index: torch.Tensor, out: HFSequences) -> None:
         if seqs.cache is None and self.reuse_cache:
             self._prefill(seqs)  # so that duplicates share one computed prefix
         if seqs.cache is not None:
             out.cache = _select_cache(seqs.cache, index)
-            out.pos, out.live, out.stale = seqs.pos[index], seqs.live[index], seqs.stale[index]
+            out.pos, out.live, out.stale, out.fresh = (seqs.pos[index], seqs.live[index], seqs.stale[index],
+                                                       seqs.fresh[index])
 
     def _topk(self, seqs: HFSequences, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.reuse_cache or seqs.cache is None:
@@ -96,7 +123,8 @@ class HFEngine(Engine):
         # _step appended one (dead) column: drop it again so the cache is as it was
         for layer in seqs.cache.layers:  # (not cache.crop: its signature differs across versions)
             layer.keys, layer.values = layer.keys[:, :, :slots], layer.values[:, :, :slots]
-        seqs.pos, seqs.live, seqs.stale = seqs.pos[:, :slots], seqs.live[:, :slots], seqs.stale[:, :slots]
+        for name in ("pos", "live", "stale", "fresh"):
+            setattr(seqs, name, getattr(seqs, name)[:, :slots])
         logp = torch.log_softmax(logits, dim=-1)
         vals, ids = logp.topk(min(k, logp.shape[-1]), dim=-1)
         return ids, vals
@@ -115,6 +143,8 @@ class HFEngine(Engine):
         seqs.pos = torch.cat([seqs.pos, last[:, None]], dim=1)
         seqs.live = torch.cat([seqs.live, active[:, None]], dim=1)
         seqs.stale = torch.cat([seqs.stale, torch.zeros_like(active[:, None])], dim=1)
+        in_flight = seqs.pending[2] if seqs.pending is not None else torch.zeros_like(active)
+        seqs.fresh = torch.cat([seqs.fresh, in_flight[:, None]], dim=1)
         return out.logits[:, -1].float()
 
     def _prefill(self, seqs: HFSequences) -> None:
@@ -141,16 +171,15 @@ class HFEngine(Engine):
             cache = out[self._cache_arg]
         _check_cache(cache)
         seqs.cache, seqs.pos, seqs.live = cache, pos, live
-        seqs.stale = torch.zeros_like(live)
-        if seqs.pending is not None:  # a proposal in flight without cache reuse: nothing to restore
-            seqs.first_new = width
+        seqs.stale, seqs.fresh = torch.zeros_like(live), torch.zeros_like(live)
 
     def _compact(self, seqs: HFSequences) -> None:
-        """Move each row's live slots to the front (in logical order) and drop the empty tail."""
+        """Move each row's live slots to the front (in logical order) and drop the empty tail, once the
+        dead slots are worth it: every compaction copies the whole cache, and dead slots are masked anyway."""
         keep_slots = seqs.live | seqs.stale
         n_keep = keep_slots.sum(1)
         width = int(n_keep.max()) if len(seqs) else 0
-        if width == seqs.live.shape[1]:
+        if seqs.live.shape[1] - width < max(_MIN_DEAD_SLOTS, width // 2):
             return
         # sort key: kept slots by logical position first, then the rest
         big = torch.iinfo(torch.long).max
@@ -159,6 +188,7 @@ class HFEngine(Engine):
         seqs.pos = seqs.pos.gather(1, order)
         seqs.live = seqs.live.gather(1, order)
         seqs.stale = seqs.stale.gather(1, order)
+        seqs.fresh = seqs.fresh.gather(1, order)
         for layer in seqs.cache.layers:
             idx = order[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])
             layer.keys = layer.keys.gather(2, idx)

@@ -10,7 +10,8 @@ block's length cap or EOS, and accepts with probability min(1, r),
           + log |x| - log |x'|                            1/|x| to pick t in x, 1/|x'| to pick it back
 
 Every term comes from the forward pass that drew the token; nothing is re-scored.
-All chains of all prompts advance together, one row each in a single engine batch.
+Chains run on a continuously batched engine (scheduler.py): each chain moves on as soon as its own
+proposal ends, and a finished chain's row takes the next waiting chain.
 
 What it samples: pi_alpha in the limit of MH steps with an untruncated proposal and either one block or
 stop_at_eos=False. The paper's stop_at_eos=True freezes chains that end with EOS after a block (biased
@@ -20,17 +21,14 @@ to that set). Measured in docs/samplers.md.
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable
 
 import torch
 
-from .. import rng
 from ..engine.base import Engine
-from .chains import fan_out
 from .params import PowerParams
-from .result import Checkpoint, Result
+from .result import Result
+from .scheduler import run_chains
 from .track import Track
 
 
@@ -50,69 +48,14 @@ def suffix_log_ratio(alpha: float, track: Track, t: torch.Tensor, ext) -> torch.
 
 def power_sample(engine: Engine, prompts: list[list[int]], seeds: list[int], params: PowerParams,
                  num_samples: int = 1, progress: Callable[[int], None] | None = None,
-                 log_ratio: Callable[..., torch.Tensor] = suffix_log_ratio) -> list[Result]:
+                 log_ratio: Callable[..., torch.Tensor] = suffix_log_ratio,
+                 rows: int | None = None) -> list[Result]:
     """`num_samples` independent MH chains per prompt; one Result per chain, prompt-major.
 
-    `log_ratio` has suffix_log_ratio's signature; the tests pass in the mistakes of public code.
+    The chains run on `rows` engine rows (default: one per chain), continuously batched: a row whose
+    chain finishes takes the next chain (scheduler.py). `log_ratio` has suffix_log_ratio's signature;
+    the tests pass in the mistakes of public code.
     """
-    t0 = time.perf_counter()
-    seqs = fan_out(engine, prompts, seeds, num_samples)
-    rows = len(seqs)
-    track = Track(rows, params.max_new_tokens, engine.device)
-    proposal, alpha = params.proposal, params.alpha
-    proposed = torch.zeros(rows, dtype=torch.long, device=engine.device)
-    accepted = torch.zeros_like(proposed)
-    done = torch.zeros(rows, dtype=torch.bool, device=engine.device)  # ended with EOS: the chain stops
-    checkpoints: list[list[Checkpoint]] = [[] for _ in range(rows)]
-    n_blocks = math.ceil(params.max_new_tokens / params.block_size)
-
-    for block in range(n_blocks):
-        cap = min((block + 1) * params.block_size, params.max_new_tokens)  # completion length cap
-        # 1. grow every chain whose sample has no EOS yet by up to one block from the proposal
-        ext = engine.extend(seqs, torch.where(track.ends_with_eos, 0, cap - track.length), proposal)
-        track.append(ext)
-        # 2. N Metropolis-Hastings steps on the whole completion so far
-        for step in range(params.mcmc_steps):
-            counter = block * params.mcmc_steps + step
-            movable = ~done & (track.length > 0)
-            n_old = track.length.clamp(min=1)
-            t = (rng.uniform(seqs.seeds, rng.Stream.POSITION, counter) * n_old).long().clamp(max=n_old - 1)
-            t = torch.where(movable, t, track.length)  # idle rows: cut nothing, draw nothing
-            ext = engine.extend(seqs, torch.where(movable, cap - t, 0), proposal, keep=seqs.prompt_lengths + t)
-            log_r = log_ratio(alpha, track, t, ext)
-            u = rng.uniform(seqs.seeds, rng.Stream.ACCEPT, counter)
-            accept = movable & (torch.log(u) < log_r)
-            engine.settle(seqs, accept)
-            track.replace(ext, t, accept)
-            proposed += movable
-            accepted += accept
-            track.generated += ext.lengths
-        # 3. checkpoint the chains that ran this block; one whose sample ends in EOS is finished
-        #    (as in the paper, unless stop_at_eos=False), so its checkpoints depend only on its seed
-        elapsed = time.perf_counter() - t0
-        ran = (~done).tolist()
-        for r, cp in enumerate(track.checkpoints(seqs, block + 1, proposed, accepted, elapsed)):
-            if ran[r]:
-                checkpoints[r].append(cp)
-        if params.stop_at_eos:
-            done |= track.ends_with_eos
-        if progress is not None:
-            progress(1)
-        if bool(done.all()):  # host sync once per block
-            if progress is not None:
-                progress(n_blocks - block - 1)
-            break
-
-    seconds = (time.perf_counter() - t0) / len(prompts)
-    results = []
-    for r in range(rows):
-        ids = seqs.completion(r)
-        n_prop = int(proposed[r])
-        results.append(Result(
-            prompt_index=r // num_samples, sample_index=r % num_samples, token_ids=ids, text=engine.decode(ids),
-            logp=float(track.logp[r, : len(ids)].sum()), finished=bool(track.ends_with_eos[r]),
-            tokens_generated=int(track.generated[r]), seconds=seconds, method="power",
-            acceptance_rate=(int(accepted[r]) / n_prop) if n_prop else None,
-            stats={"proposals": n_prop, "accepted": int(accepted[r])}, checkpoints=checkpoints[r]))
-    return results
+    return run_chains(engine, prompts, seeds, params, log_ratio, num_samples=num_samples, rows=rows,
+                      progress=progress)
 

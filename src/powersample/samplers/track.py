@@ -51,15 +51,33 @@ class Track:
         n = self.length.clamp(min=1)
         return (self.entropy * mask).sum(1) / n, (self.top1 * mask).sum(1) / n
 
-    def checkpoints(self, seqs, block: int, proposed, accepted, seconds: float) -> list[Checkpoint]:
-        """One Checkpoint per row describing its current state (host transfer once per block)."""
+    def reset(self, rows: torch.Tensor) -> None:
+        """Rows `rows` (a mask) start afresh: an empty completion (a new chain, or a new proposal)."""
+        for name in _FIELDS:
+            getattr(self, name).masked_fill_(rows[:, None], 0.0)
+        for name in ("length", "generated"):
+            getattr(self, name).masked_fill_(rows, 0)
+        self.ends_with_eos.masked_fill_(rows, False)
+
+    def select(self, index: torch.Tensor) -> None:
+        """Keep rows `index` only, in that order."""
+        for name in (*_FIELDS, "length", "ends_with_eos", "generated"):
+            setattr(self, name, getattr(self, name)[index])
+
+    def checkpoints(self, seqs, block: int | list[int], proposed, accepted, seconds: float,
+                    rows: list[int] | None = None) -> list[Checkpoint]:
+        """One Checkpoint per row (of `rows`, default all) describing its current state (one host
+        transfer); `block` is the block just finished, one for all rows or one per row."""
+        rows = range(len(self.length)) if rows is None else rows
+        blocks = block if isinstance(block, list) else [block] * len(self.length)
         ent, top1 = self.prefix_means()
         cols = torch.arange(self.cap + 1, device=self.length.device)[None, :]
         logp = (self.logp * (cols < self.length[:, None])).sum(1)
         lists = [x.tolist() for x in (logp, ent, top1, self.generated, proposed, accepted)]
         out = []
-        for r, (lp, e, t1, gen, prop, acc) in enumerate(zip(*lists, strict=True)):
-            out.append(Checkpoint(block=block, token_ids=seqs.completion(r), logp=lp, tokens_generated=gen,
+        for r in rows:
+            lp, e, t1, gen, prop, acc = (x[r] for x in lists)
+            out.append(Checkpoint(block=blocks[r], token_ids=seqs.completion(r), logp=lp, tokens_generated=gen,
                                   acceptance_rate=(acc / prop) if prop else None, mean_entropy=e, mean_top1=t1,
                                   seconds=seconds))
         return out

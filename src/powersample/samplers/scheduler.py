@@ -1,0 +1,195 @@
+"""Continuous batching for MH power sampling: rows never wait for each other.
+
+A batch of `rows` engine rows runs a queue of chains (any prompts, any number each). Each row holds
+one chain, which is always in one of two phases: growing its completion by a block, or drawing one MH
+proposal. The engine decodes in chunks of a few tokens; after each chunk every row whose phase ended
+moves on at once: a proposal is accepted or rejected (that row alone is settled) and the chain starts
+its next step or block; a finished chain hands its row to the next chain in the queue, which joins the
+running batch. So a row idles only until the end of the chunk in which its task ended.
+
+Each chain's law is that of Algorithm 1 (power.py), step for step: its token draws come from its own
+stream (the engine counts a row's draws), and its position and acceptance uniforms are keyed by
+(chain seed, block * N + step), never by batch iteration. So a chain's tokens depend on its seed
+only: alone, in a full batch or joining late, it draws the same tokens.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+
+import torch
+
+from .. import rng
+from ..engine.base import Engine, Extension
+from .params import PowerParams
+from .result import Result
+from .track import Track
+
+_CHUNK_GPU = 8  # decode steps per engine call on a GPU: each chunk boundary is a few host syncs
+_CHUNK_CPU = 2  # on a CPU syncs are free, but each call has Python overhead (bench/occupancy.py: 1, 2, 4 tried)
+
+
+def run_chains(engine: Engine, prompts: list[list[int]], seeds: list[int], params: PowerParams,
+               log_ratio: Callable, num_samples: int = 1, rows: int | None = None, chunk: int | None = None,
+               progress: Callable[[int], None] | None = None) -> list[Result]:
+    """MH power sampling of `num_samples` chains per prompt on at most `rows` engine rows (default: one
+    per chain). `log_ratio(alpha, track, t, proposal_extension)` is the acceptance ratio (power.py).
+    Results are prompt-major, as power_sample returns them."""
+    t0 = time.perf_counter()
+    dev = engine.device
+    queue = [(i, j) for i in range(len(prompts)) for j in range(num_samples)]  # chains, prompt-major
+    chain_seed = [rng.derive_seeds(seeds[i], "chain", j) for i, j in queue]  # as chains.fan_out derives them
+    R = min(rows or len(queue), len(queue))
+    chunk = chunk or (_CHUNK_CPU if dev.type == "cpu" else _CHUNK_GPU)
+    N, T, B, alpha, proposal = params.mcmc_steps, params.max_new_tokens, params.block_size, params.alpha, \
+        params.proposal
+    n_blocks = math.ceil(T / B)
+
+    # the first R chains: each prompt's prefix is computed once and shared by its chains (as fan_out does)
+    distinct = sorted({i for i, _ in queue[:R]})
+    seqs = engine.start([prompts[i] for i in distinct], [seeds[i] for i in distinct])
+    parent = torch.tensor([distinct.index(i) for i, _ in queue[:R]], device=dev)
+    seqs = engine.select(seqs, parent, seeds=torch.tensor(chain_seed[:R], device=dev))
+    track = Track(R, T, dev)  # each row's current completion
+    prop = Track(R, T, dev)  # each row's proposal in flight, from its cut position on
+    zeros = torch.zeros(R, dtype=torch.long, device=dev)
+    row = _Rows(
+        chain=torch.arange(R, device=dev),  # the chain each row holds; -1: none (the row idles)
+        block=zeros.clone(), step=zeros - 1,  # step -1: growing the block; 0..N-1: that MH step
+        left=torch.full((R,), min(B, T), dtype=torch.long, device=dev),  # tokens its task may still draw
+        cut=zeros.clone(),  # an MH step's position t (completion tokens kept)
+        cut_now=torch.zeros(R, dtype=torch.bool, device=dev),  # the task starts with a cut at the next call
+        proposed=zeros.clone(), accepted=zeros.clone())
+    checkpoints: list[list] = [[] for _ in queue]
+    results: dict[int, dict] = {}
+    next_chain, blocks_done, reported = R, 0, 0
+
+    def finish_blocks(ended: torch.Tensor) -> torch.Tensor:
+        """Checkpoint chains whose block ended; return the rows whose chain is now finished."""
+        nonlocal blocks_done
+        idx = ended.nonzero().flatten().tolist()
+        elapsed = time.perf_counter() - t0
+        cps = track.checkpoints(seqs, (row.block + 1).tolist(), row.proposed, row.accepted, elapsed, rows=idx)
+        done = ended & ((row.block + 1 == n_blocks) | (track.ends_with_eos & params.stop_at_eos))
+        for r, cp in zip(idx, cps, strict=True):
+            checkpoints[int(row.chain[r])].append(cp)
+        blocks_done += len(idx) + int(((n_blocks - row.block - 1) * done).sum())
+        for r in done.nonzero().flatten().tolist():
+            ids = seqs.completion(r)
+            n_prop = int(row.proposed[r])
+            results[int(row.chain[r])] = dict(
+                token_ids=ids, text=engine.decode(ids), logp=float(track.logp[r, : len(ids)].sum()),
+                finished=bool(track.ends_with_eos[r]), tokens_generated=int(track.generated[r]),
+                acceptance_rate=(int(row.accepted[r]) / n_prop) if n_prop else None,
+                stats={"proposals": n_prop, "accepted": int(row.accepted[r])})
+        return done
+
+    def advance(need: torch.Tensor) -> None:
+        """Move rows `need` (their task ended) on to their chain's next task that draws tokens."""
+        while bool(need.any()):  # usually one pass; more when steps are skipped or blocks end at once
+            row.step = torch.where(need, row.step + 1, row.step)
+            ended = need & (row.step == N)
+            if bool(ended.any()):
+                done = finish_blocks(ended)
+                row.chain.masked_fill_(done, -1)
+                need = need & ~done
+                nxt = ended & ~done  # next block: grow, unless the sample already ends with EOS
+                row.block, row.step = torch.where(nxt, row.block + 1, row.block), torch.where(nxt, -1, row.step)
+                cap = ((row.block + 1) * B).clamp(max=T)
+                grow = nxt & ~track.ends_with_eos
+                row.left = torch.where(grow, cap - track.length, row.left)
+                need = need & ~grow
+            mh = need & (row.step >= 0) & (row.step < N)
+            counter = row.block * N + row.step
+            n_old = track.length.clamp(min=1)
+            t = (rng.uniform(seqs.seeds, rng.Stream.POSITION, counter) * n_old).long().clamp(max=n_old - 1)
+            go = mh & (track.length > 0)  # an empty completion has nothing to resample: the step is skipped
+            row.cut = torch.where(go, t, row.cut)
+            row.left = torch.where(go, ((row.block + 1) * B).clamp(max=T) - t, row.left)
+            row.cut_now.logical_or_(go)
+            need = need & ~go
+
+    while True:
+        busy = row.chain >= 0
+        if not bool(busy.any()):
+            break
+        asked = torch.where(busy, row.left.clamp(max=chunk), 0)
+        keep = torch.where(row.cut_now, seqs.prompt_lengths + row.cut, -1)
+        mh = busy & (row.step >= 0)
+        ext = engine.extend(seqs, asked, proposal, keep=keep)
+        if bool(row.cut_now.any()):  # a cut starts a fresh proposal
+            prop.reset(row.cut_now)
+            row.cut_now.zero_()
+        track.append(_only(ext, busy & ~mh))
+        prop.append(_only(ext, mh))
+        row.left = row.left - ext.lengths
+        ended = busy & (ext.eos | (row.left == 0) | (ext.lengths < asked))
+        judged = ended & mh
+        if bool(judged.any()):
+            # the proposals as one Extension, as the ratio and Track.replace take them (tokens: shape only)
+            pext = Extension(tokens=prop.logp, logp=prop.logp, logq=prop.logq, entropy=prop.entropy, top1=prop.top1,
+                             lengths=prop.length, eos=prop.ends_with_eos)
+            log_r = log_ratio(alpha, track, row.cut, pext)
+            u = rng.uniform(seqs.seeds, rng.Stream.ACCEPT, row.block * N + row.step)
+            accept = judged & (torch.log(u) < log_r)
+            engine.settle(seqs, accept, rows=judged)
+            track.replace(pext, row.cut, accept)
+            track.generated += torch.where(judged, prop.length, 0)
+            row.proposed += judged
+            row.accepted += accept
+        advance(ended)
+        free = (row.chain < 0).nonzero().flatten().tolist()
+        if free and next_chain < len(queue):  # finished chains' rows go to the next chains in the queue
+            free = free[: len(queue) - next_chain]
+            new = list(range(next_chain, next_chain + len(free)))
+            next_chain += len(free)
+            idx = torch.tensor(free, device=dev)
+            engine.join(seqs, idx, [prompts[queue[c][0]] for c in new], [chain_seed[c] for c in new])
+            joined = torch.zeros(len(seqs), dtype=torch.bool, device=dev)
+            joined[idx] = True
+            row.chain[idx] = torch.tensor(new, device=dev)
+            track.reset(joined)
+            row.block, row.step = torch.where(joined, 0, row.block), torch.where(joined, -1, row.step)
+            row.left = torch.where(joined, min(B, T), row.left)
+            row.proposed.masked_fill_(joined, 0)
+            row.accepted.masked_fill_(joined, 0)
+        elif free and len(free) * 16 >= len(seqs) and len(free) < len(seqs):
+            # the queue ran dry: drop idle rows, so that forward passes carry (almost) only working rows
+            index = (row.chain >= 0).nonzero().flatten()
+            seqs = engine.shrink(seqs, index)
+            for state in (track, prop, row):
+                state.select(index)
+        if progress is not None and blocks_done // len(queue) > reported:
+            progress(blocks_done // len(queue) - reported)
+            reported = blocks_done // len(queue)
+
+    seconds = (time.perf_counter() - t0) / len(prompts)
+    return [Result(prompt_index=i, sample_index=j, seconds=seconds, method="power", checkpoints=checkpoints[c],
+                   **results[c]) for c, (i, j) in enumerate(queue)]
+
+
+@dataclass
+class _Rows:
+    """Per-row scheduling state, one entry per engine row."""
+
+    chain: torch.Tensor
+    block: torch.Tensor
+    step: torch.Tensor
+    left: torch.Tensor
+    cut: torch.Tensor
+    cut_now: torch.Tensor
+    proposed: torch.Tensor
+    accepted: torch.Tensor
+
+    def select(self, index: torch.Tensor) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name)[index])
+
+
+def _only(ext: Extension, rows: torch.Tensor) -> Extension:
+    """The extension with rows outside `rows` emptied (they drew nothing for this purpose)."""
+    return Extension(tokens=ext.tokens, logp=ext.logp, logq=ext.logq, entropy=ext.entropy, top1=ext.top1,
+                     lengths=torch.where(rows, ext.lengths, 0), eos=ext.eos & rows)
