@@ -172,7 +172,7 @@ def test_bad_flags_fail_in_one_line_before_the_model_loads(case, model_dir, tmp_
         if not os.path.isdir("/sys/kernel"):
             pytest.skip("no sysfs here")
         extra, out = [], extra
-    monkeypatch.setattr(powersample.engine.loading, "load_engine",
+    monkeypatch.setattr(powersample.engine, "open_engine",
                         lambda *a, **k: pytest.fail("the model was loaded before the error"))
     assert _gen(model_dir, _prompts(tmp_path / "in.jsonl", 3), out, *extra) == 2
     _one_line_error(capsys, message)

@@ -573,7 +573,7 @@ class TestEvalCli:
             pytest.skip("this machine has a GPU")
         if case == "read-only out" and not os.path.isdir("/sys/kernel"):
             pytest.skip("no sysfs here")
-        monkeypatch.setattr(powersample, "load_engine", lambda *a, **k: pytest.fail("the model was loaded"))
+        monkeypatch.setattr(powersample.engine, "open_engine", lambda *a, **k: pytest.fail("the model was loaded"))
         args = ["eval", "--task", "jsonl", "--grader", "exact", "--model", "gym", "--data", str(data),
                 "--grade-workers", "0", "--no-progress", "--out", str(tmp_path / "run"), *extra]
         assert main(args) == 2

@@ -53,8 +53,7 @@ def cli_loads(smol, monkeypatch):
             calls.append((model, gguf_file))
         return smol
 
-    monkeypatch.setattr(loading, "load_engine", load)
-    monkeypatch.setattr(powersample, "load_engine", load)
+    monkeypatch.setattr(powersample.engine, "open_engine", lambda model, engine=None, **kw: load(model, **kw))
     return calls
 
 

@@ -62,7 +62,7 @@ def via_sample(flags: dict, monkeypatch):
 def via_generate(flags: list[str], tmp_path, monkeypatch, n_prompts: int = 1):
     calls = []
     monkeypatch.setattr(powersample.api, "sample", fake_sample(calls))
-    monkeypatch.setattr(powersample.engine.loading, "load_engine", lambda *a, **k: StubEngine())
+    monkeypatch.setattr(powersample.engine, "open_engine", lambda *a, **k: StubEngine())
     inp = tmp_path / "in.jsonl"
     inp.write_text("".join(json.dumps({"id": f"p{i}", "prompt_ids": [0, 3]}) + "\n" for i in range(n_prompts)))
     out = tmp_path / "out.jsonl"
@@ -74,7 +74,7 @@ def via_generate(flags: list[str], tmp_path, monkeypatch, n_prompts: int = 1):
 def via_eval(flags: list[str], tmp_path, monkeypatch, limit: int = 1):
     calls = []
     monkeypatch.setattr(powersample, "sample", fake_sample(calls))
-    monkeypatch.setattr(powersample, "load_engine", lambda *a, **k: object())
+    monkeypatch.setattr(powersample.engine, "open_engine", lambda *a, **k: object())
     out = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
     assert main(["eval", "--task", "gym", "--model", "m", "--limit", str(limit), "--grade-workers", "0",
                  "--no-progress", "--out", str(out), *flags]) == 0
@@ -147,8 +147,7 @@ def test_key_value_parser():
 ])
 def test_bad_settings_are_one_line_errors_before_the_model_loads(command, flags, message, tmp_path, monkeypatch,
                                                                  capsys):
-    monkeypatch.setattr(powersample.engine.loading, "load_engine", lambda *a, **k: pytest.fail("loaded"))
-    monkeypatch.setattr(powersample, "load_engine", lambda *a, **k: pytest.fail("loaded"))
+    monkeypatch.setattr(powersample.engine, "open_engine", lambda *a, **k: pytest.fail("loaded"))
     where = ["--prompt", "Q:1+1", "--output", str(tmp_path / "o.jsonl")] if command == "generate" else \
         ["--task", "gym", "--out", str(tmp_path / "run")]
     assert main([command, "--model", "gym", *where, *flags]) == 2
