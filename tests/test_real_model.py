@@ -44,7 +44,7 @@ def smol():
 def cli_loads(smol, monkeypatch):
     """Let the CLIs reuse the session's engine instead of loading it again; returns the (model, gguf_file)
     each load was asked for."""
-    import powersample.engine.loading as loading
+    import powersample.engine
 
     calls = []
 
