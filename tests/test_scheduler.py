@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from powersample.engine.toy import ToyEngine
 from powersample.samplers.params import PowerParams
-from powersample.samplers.power import _exact, power_sample
+from powersample.samplers.power import power_sample, suffix_log_ratio
 from powersample.samplers.scheduler import run_chains
 
 PROMPTS = [[0, 2], [0, 3, 4], [0], [0, 5]]
@@ -48,15 +48,15 @@ def test_rows_never_idle_while_chains_wait():
     chain's row takes the next chain, and a batch whose queue ran dry sheds idle rows."""
     eng = _engine()
     prompts = [[0, 2 + i % 4] for i in range(10)]
-    res = run_chains(eng, prompts, list(range(10)), PARAMS, _exact, num_samples=4, rows=8, chunk=1)
+    res = run_chains(eng, prompts, list(range(10)), PARAMS, suffix_log_ratio, num_samples=4, rows=8, chunk=1)
     assert len(res) == 40 and all(r.checkpoints for r in res)
     assert eng.occupancy() > 0.9, f"occupancy {eng.occupancy():.1%}"
 
 
 def test_chunked_decoding_keeps_the_draws():
     """Proposals drawn over several engine calls (chunk 1) or in one (a chunk longer than T) are the same."""
-    a = run_chains(_engine(), PROMPTS, SEEDS, PARAMS, _exact, num_samples=2, rows=3, chunk=1)
-    b = run_chains(_engine(), PROMPTS, SEEDS, PARAMS, _exact, num_samples=2, rows=3, chunk=100)
+    a = run_chains(_engine(), PROMPTS, SEEDS, PARAMS, suffix_log_ratio, num_samples=2, rows=3, chunk=1)
+    b = run_chains(_engine(), PROMPTS, SEEDS, PARAMS, suffix_log_ratio, num_samples=2, rows=3, chunk=100)
     assert [_summary(x) for x in a] == [_summary(y) for y in b]
     assert max(len(x.token_ids) for x in a) > 1
 
@@ -85,6 +85,7 @@ def test_sample_queues_every_chain_instead_of_running_batches_one_after_another(
                              mcmc_steps=4, max_new_tokens=9, block_size=3, temperature=1.0)
     batched = counting(_engine())
     one_by_one = [r for lo in range(0, 24, 3)
-                  for r in run_chains(batched, prompts[lo: lo + 3], seeds[lo: lo + 3], PARAMS, _exact, chunk=2)]
+                  for r in run_chains(batched, prompts[lo: lo + 3], seeds[lo: lo + 3], PARAMS, suffix_log_ratio,
+                                      chunk=2)]
     assert [r.token_ids for r in res] == [r.token_ids for r in one_by_one]
     assert queued.passes < 0.9 * batched.passes, (queued.passes, batched.passes)
