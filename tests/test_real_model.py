@@ -18,8 +18,8 @@ import powersample
 from powersample.api import _encode
 from powersample.cli.main import main
 from powersample.engine.base import Proposal
-from powersample.engine.loading import smollm2_path as smol_file
 from powersample.errors import PowerSampleError
+from powersample.models import smollm2_path as smol_file
 
 ARITH = Path(__file__).resolve().parents[1] / "bench" / "data" / "arith.jsonl"
 METHOD_OPTIONS = {  # each method's cost kept to a few dozen forward passes
