@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..errors import check
 from .grader import grade
-from .task import Problem, eval_problems
+from .task import GymProblem, eval_problems
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def paired_gap(a: Score, b: Score) -> tuple[float, float]:
     return mean, 1.96 * math.sqrt(var / len(d))
 
 
-def _sampled(model, problems: Sequence[Problem], method: str, temperature: float, draws: int,
+def _sampled(model, problems: Sequence[GymProblem], method: str, temperature: float, draws: int,
              seed: int, max_new_tokens: int) -> tuple[Score, list]:
     from .sampling import draw
 
@@ -65,7 +65,7 @@ def _sampled(model, problems: Sequence[Problem], method: str, temperature: float
     return _score(method, values, draws, time.perf_counter() - t0), rows
 
 
-def importance_power(problems: Sequence[Problem], rows, alpha: float) -> list[float]:
+def importance_power(problems: Sequence[GymProblem], rows, alpha: float) -> list[float]:
     """Per problem, SNIS estimate of pi_alpha(correct) from temperature-1 draws (weights p^(alpha-1))."""
     out = []
     for p, row in zip(problems, rows, strict=True):
@@ -77,7 +77,7 @@ def importance_power(problems: Sequence[Problem], rows, alpha: float) -> list[fl
     return out
 
 
-def _mh(path: str, problems: Sequence[Problem], alpha: float, steps: int, block_size: int, seed: int,
+def _mh(path: str, problems: Sequence[GymProblem], alpha: float, steps: int, block_size: int, seed: int,
         max_new_tokens: int, temperature: float | None) -> Score:
     import powersample
 
@@ -153,7 +153,7 @@ def _agreement(answers: Sequence[Sequence[int | None]]) -> float:
     return same / pairs
 
 
-def _majority(problem: Problem, row) -> float:
+def _majority(problem: GymProblem, row) -> float:
     """1.0 when the most frequent answer among the draws (ties: the higher log p) is right."""
     votes: dict[int, tuple[int, float]] = {}
     for d in row:
@@ -205,7 +205,7 @@ def measure_levels(spec="gym-mixed", model_dir: str | Path | None = None, n: int
     return out
 
 
-def _mh_level(path: str, problems: Sequence[Problem], digits: int, alpha: float, steps: int, block_size: int,
+def _mh_level(path: str, problems: Sequence[GymProblem], digits: int, alpha: float, steps: int, block_size: int,
               seed: int, max_new_tokens: int, chains: int) -> LevelScore:
     import powersample
 
