@@ -5,6 +5,7 @@ and only the command line (cli/) parses arguments.
 """
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,19 @@ def test_the_walk_sees_relative_and_lazy_imports():
     names = _imports(PACKAGE / "engine" / "loading.py")
     assert "powersample.errors" in names and "powersample.engine.hf" in names  # `from .hf import` in a function
     assert "powersample.registry.Registry" in _imports(PACKAGE / "engine" / "__init__.py")
+
+
+def test_the_readme_layout_names_every_module_and_nothing_else():
+    root = PACKAGE.parents[1]
+    text = (root / "README.md").read_text()
+    layout = text[text.index("## Layout"):]
+    layout = layout[: layout.index("```", layout.index("```") + 3)]
+    words = set(re.findall(r"[\w.]+", layout))
+    modules = [p for p in PACKAGE.rglob("*.py") if p.stem not in ("__init__", "__main__")]
+    files = modules + list((root / "tests").glob("*.py")) + list((root / "bench").glob("*.py"))
+    missing = sorted(str(p.relative_to(root)) for p in files
+                     if p.stem != "conftest" and p.stem not in words and p.name not in words)
+    assert not missing, f"README's layout does not name {missing}"
+    existing = {p.name for p in PACKAGE.rglob("*.py")} | {p.name for p in files}
+    stale = sorted(w for w in words if w.endswith(".py") and w not in existing)
+    assert not stale, f"README's layout names files that do not exist: {stale}"
