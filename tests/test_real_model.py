@@ -145,7 +145,7 @@ def test_eval_grades_real_completions(smol, cli_loads, tmp_path, task, extra):
     rows = [json.loads(x) for x in (out / "rows.jsonl").read_text().splitlines()]
     assert len(rows) == 2
     for r in rows:
-        assert isinstance(r["completion"], str) and r["tokens"] > 0
+        assert isinstance(r["text"], str) and r["tokens_generated"] > 0
         assert isinstance(r["correct"], bool) and not r["grader_error"]
     assert cli_loads == ([("smollm2", None)] if task != "jsonl" else [(str(gguf.parent), gguf.name)])
 
