@@ -1,7 +1,8 @@
-"""Shared fixtures: tiny random transformers models built in code (no downloads)."""
+"""Shared fixtures: tiny random transformers models built in code (no downloads), a small JSONL task file."""
 
 from __future__ import annotations
 
+import json
 import os
 
 # OpenMP threads that spin while waiting make torch many times slower when processes share 2 cores
@@ -48,3 +49,12 @@ def full_logp(model, prompt: list[int], completion: list[int]) -> list[float]:
 @pytest.fixture(scope="session")
 def llama():
     return tiny_llama()
+
+
+@pytest.fixture
+def problems_file(tmp_path):
+    """12 problems for the jsonl task (exact grader: fast, no math-verify)."""
+    path = tmp_path / "problems.jsonl"
+    rows = [{"id": f"q{i}", "prompt": f"What is {i} * 7?", "answer": str(7 * i)} for i in range(12)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path, {r["prompt"]: r["answer"] for r in rows}

@@ -1,4 +1,5 @@
-"""powersample.sample: every method through one call, reproducibility, and clear errors on bad input."""
+"""powersample.sample: every method through one call, reproducibility, engines and methods by name.
+(Its errors on bad input: test_validation.py.)"""
 
 from __future__ import annotations
 
@@ -71,38 +72,6 @@ def test_power_checkpoints_track_each_block(model):
     assert r.checkpoints[-1].token_ids == r.token_ids
     assert abs(r.checkpoints[-1].logp - r.logp) < 1e-6
     assert all(len(c.token_ids) <= 4 * c.block for c in r.checkpoints)
-
-
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(alpha=0.0), "alpha must be > 0"),
-    (dict(alpha=-1.0), "alpha must be > 0"),
-    (dict(block_size=0), "block_size must be in"),
-    (dict(block_size=13), "block_size must be in"),
-    (dict(max_new_tokens=0), "max_new_tokens must be a positive integer"),
-    (dict(mcmc_steps=-1), "mcmc_steps must be"),
-    (dict(num_samples=0), "num_samples must be >= 1"),
-    (dict(bogus=1), "unknown option"),
-])
-def test_bad_settings_are_named(model, kwargs, match):
-    with pytest.raises(PowerSampleError, match=match):
-        powersample.sample(model, PROMPTS, "power", **{**SMALL, **kwargs})
-
-
-def test_bad_inputs_are_named(model, monkeypatch):
-    with pytest.raises(PowerSampleError, match="prompts is empty"):
-        powersample.sample(model, [], **SMALL)
-    with pytest.raises(PowerSampleError, match="unknown method 'powr'.*Did you mean 'power'"):
-        powersample.sample(model, PROMPTS, "powr", **SMALL)
-    with pytest.raises(PowerSampleError, match="need a tokenizer"):
-        powersample.sample(model, ["text without a tokenizer"], **SMALL)
-    with pytest.raises(PowerSampleError, match="prompt 1 is empty"):
-        powersample.sample(model, [[0], []], **SMALL)
-    short = tiny_llama(vocab=16, context=16)
-    with pytest.raises(PowerSampleError, match="prompt 0 has 20 tokens.*context of 16"):
-        powersample.sample(short, [[0] * 20], **SMALL)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(PowerSampleError, match="could not load model 'no-such-org/no-such-model'"):
-        powersample.sample("no-such-org/no-such-model", PROMPTS, **SMALL)
 
 
 def test_engine_option_picks_a_registered_backend(model):

@@ -11,9 +11,9 @@ import pytest
 
 from powersample import PowerSampleError, gym
 from powersample.gym.exact import EOS, tempered_value
-from powersample.gym.task import Problem, train_problem
+from powersample.gym.task import GymProblem, train_problem
 
-P = Problem(357, 468)  # 825: carries out of the units and the tens
+P = GymProblem(357, 468)  # 825: carries out of the units and the tens
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -41,7 +41,7 @@ def test_eval_problems_are_reproducible_distinct_and_held_out():
 
 def test_bad_problems_raise_named_errors():
     with pytest.raises(PowerSampleError, match="operand a"):
-        Problem(99, 468)
+        GymProblem(99, 468)
     with pytest.raises(PowerSampleError, match="n must be"):
         gym.eval_problems(0)
     with pytest.raises(PowerSampleError, match="not a gym prompt"):
@@ -101,12 +101,12 @@ def test_grader_rejects_unfinished_and_takes_prompts():
 
 def test_worked_solution_is_column_addition_and_errors_propagate():
     assert gym.worked_solution(P) == "7+8+0=15;5+6+1=12;3+4+1=08;A:825"
-    assert gym.worked_solution(Problem(957, 468)).endswith("9+4+1=14;A:1425")
+    assert gym.worked_solution(GymProblem(957, 468)).endswith("9+4+1=14;A:1425")
     assert gym.worked_solution(P, (-1, 0, 0)) == "7+8+0=14;5+6+1=12;3+4+1=08;A:824"
-    flawed = gym.worked_solution(Problem(357, 463), (-1, 0, 0))  # 7+3 written as 09: the carry is lost
+    flawed = gym.worked_solution(GymProblem(357, 463), (-1, 0, 0))  # 7+3 written as 09: the carry is lost
     assert flawed == "7+3+0=09;5+6+0=11;3+4+1=08;A:819"
     with pytest.raises(PowerSampleError):
-        gym.worked_solution(Problem(100, 100), (-1, 0, 0))  # 0+0 cannot be written as -1
+        gym.worked_solution(GymProblem(100, 100), (-1, 0, 0))  # 0+0 cannot be written as -1
 
 
 def test_completion_distribution_is_a_law_matching_the_sampler():
@@ -378,7 +378,7 @@ def test_draw_keeps_problem_order_across_prompt_lengths():
     from powersample.gym.sampling import draw
 
     model = AutoModelForCausalLM.from_pretrained(gym.model_path()).eval()
-    mixed = [P, Problem(35, 46, 2, "add2"), Problem(120, 333), Problem(7, 8, 1, "add1")]
+    mixed = [P, GymProblem(35, 46, 2, "add2"), GymProblem(120, 333), GymProblem(7, 8, 1, "add1")]
     together = draw(model, mixed, 0.0, max_new_tokens=20)
     alone = [draw(model, [p], 0.0, max_new_tokens=20)[0] for p in mixed]
     for a, b in zip(together, alone, strict=True):

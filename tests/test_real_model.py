@@ -18,8 +18,8 @@ import powersample
 from powersample.api import _encode
 from powersample.cli.main import main
 from powersample.engine.base import Proposal
-from powersample.engine.loading import smollm2_path as smol_file
 from powersample.errors import PowerSampleError
+from powersample.models import smollm2_path as smol_file
 
 ARITH = Path(__file__).resolve().parents[1] / "bench" / "data" / "arith.jsonl"
 METHOD_OPTIONS = {  # each method's cost kept to a few dozen forward passes
@@ -144,7 +144,7 @@ def test_eval_grades_real_completions(smol, cli_loads, tmp_path, task, extra):
     rows = [json.loads(x) for x in (out / "rows.jsonl").read_text().splitlines()]
     assert len(rows) == 2
     for r in rows:
-        assert isinstance(r["completion"], str) and r["tokens"] > 0
+        assert isinstance(r["text"], str) and r["tokens_generated"] > 0
         assert isinstance(r["correct"], bool) and not r["grader_error"]
     assert cli_loads == ([("smollm2", None)] if task != "jsonl" else [(str(gguf.parent), gguf.name)])
 

@@ -1,5 +1,5 @@
 """One settings path: sample(), generate and eval reach the same validated params with the same
-defaults; one KEY=VALUE parser; the flags' help quotes the params classes' defaults."""
+defaults; the flags' help quotes the params classes' defaults. (Bad settings: test_validation.py.)"""
 
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ import powersample.api
 import powersample.engine.loading
 from powersample.api import BATCH_SIZE, make_params
 from powersample.cli.main import build_parser, main
-from powersample.cli.options import parse_pairs
-from powersample.errors import PowerSampleError
 from powersample.evaluation import EvalConfig
 from powersample.samplers.params import BestOfNParams, PowerParams, ScalableParams, SMCParams, TemperatureParams
 from powersample.samplers.result import Result
@@ -125,34 +123,6 @@ def test_old_run_configs_are_read_in_the_new_layout():
     cfg = EvalConfig.from_dict(old)
     assert make_params("power", **cfg.sampler) == PowerParams(alpha=2.0, mcmc_steps=3, block_size=4,
                                                                 max_new_tokens=16, top_k=5)
-
-
-def test_key_value_parser():
-    assert parse_pairs(["a=3", "b=0.5", "c=true", "d=null", "e=hello", "top-p=0.9", "f=[1, 2]", "g= x "],
-                       "--option") == {"a": 3, "b": 0.5, "c": True, "d": None, "e": "hello", "top_p": 0.9,
-                                       "f": [1, 2], "g": "x"}
-    for bad, message in [("top_p", "--option takes KEY=VALUE, got 'top_p'"), ("=3", "takes KEY=VALUE"),
-                         ("a=1 a=2", "--option a is given twice")]:
-        with pytest.raises(PowerSampleError, match=message):
-            parse_pairs(bad.split(" "), "--option")
-
-
-@pytest.mark.parametrize("command", ["generate", "eval"])
-@pytest.mark.parametrize("flags, message", [
-    (["--option", "particles"], "--option takes KEY=VALUE, got 'particles'"),
-    (["--alpha", "2", "--option", "alpha=3"], "--option alpha is not a sampler setting"),
-    (["--option", "seeds=[1]"], "--option seeds is not a sampler setting"),
-    (["--option", "bogus=1"], "unknown option(s) ['bogus'] for method 'power'"),
-    (["--max-new-tokens", "8", "--block-size", "9"], "block_size must be in [1, max_new_tokens=8]"),
-])
-def test_bad_settings_are_one_line_errors_before_the_model_loads(command, flags, message, tmp_path, monkeypatch,
-                                                                 capsys):
-    monkeypatch.setattr(powersample.engine, "open_engine", lambda *a, **k: pytest.fail("loaded"))
-    where = ["--prompt", "Q:1+1", "--output", str(tmp_path / "o.jsonl")] if command == "generate" else \
-        ["--task", "gym", "--out", str(tmp_path / "run")]
-    assert main([command, "--model", "gym", *where, *flags]) == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and message in err, err
 
 
 def test_the_help_quotes_the_params_defaults():

@@ -351,7 +351,6 @@ def test_jsonl_exact_and_math_graders(tmp_path):
 
 
 def test_gym_task_uses_the_gym_grader():
-    pytest.importorskip("powersample.gym.task", reason="powersample.gym is not built yet")
     task = get_task("gym", count=5)
     problems = task.load(None)
     assert len(problems) == 5 and problems[0].prompt.startswith("Q:")

@@ -48,9 +48,10 @@ class Registry(Generic[T]):
         """The object registered as `name`, imported on first use; unknown names raise as `validate`."""
         obj = self._entries[self.validate(name)]
         if isinstance(obj, str) and ":" in obj:
+            # resolved on every call, not cached: the module's attribute is the one truth (a test or a user
+            # that replaces it is heard), and after the first import this is a dict lookup
             module, attr = obj.split(":", 1)
             obj = getattr(importlib.import_module(module), attr)
-            self._entries[name] = obj
         return obj  # type: ignore[return-value]
 
     def names(self) -> list[str]:

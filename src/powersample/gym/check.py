@@ -1,16 +1,15 @@
 """Measure the trained gym model: does power sampling beat temperature 1 and temperature 1/alpha?
 
-    python -m powersample.gym.check --n 200        (or: powersample gym check --n 200)
+    powersample gym check --n 200        (the command line is in cli/gym.py)
 
 On held-out problems it scores temperature 1, temperature 1/alpha and greedy (the gym's own exact
 sampler), pi_alpha by self-normalised importance sampling (temperature-1 draws weighted by
 p^(alpha-1): a sampler-free estimate of what pi_alpha puts on correct answers), and powersample's
-MH power sampler at a few step budgets when it is available. Intervals are 95%, over problems.
+MH power sampler at a few step budgets. Intervals are 95%, over problems.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from ..errors import check
 from .grader import grade
-from .task import Problem, eval_problems
+from .task import GymProblem, eval_problems
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ def paired_gap(a: Score, b: Score) -> tuple[float, float]:
     return mean, 1.96 * math.sqrt(var / len(d))
 
 
-def _sampled(model, problems: Sequence[Problem], method: str, temperature: float, draws: int,
+def _sampled(model, problems: Sequence[GymProblem], method: str, temperature: float, draws: int,
              seed: int, max_new_tokens: int) -> tuple[Score, list]:
     from .sampling import draw
 
@@ -66,7 +65,7 @@ def _sampled(model, problems: Sequence[Problem], method: str, temperature: float
     return _score(method, values, draws, time.perf_counter() - t0), rows
 
 
-def importance_power(problems: Sequence[Problem], rows, alpha: float) -> list[float]:
+def importance_power(problems: Sequence[GymProblem], rows, alpha: float) -> list[float]:
     """Per problem, SNIS estimate of pi_alpha(correct) from temperature-1 draws (weights p^(alpha-1))."""
     out = []
     for p, row in zip(problems, rows, strict=True):
@@ -78,7 +77,7 @@ def importance_power(problems: Sequence[Problem], rows, alpha: float) -> list[fl
     return out
 
 
-def _mh(path: str, problems: Sequence[Problem], alpha: float, steps: int, block_size: int, seed: int,
+def _mh(path: str, problems: Sequence[GymProblem], alpha: float, steps: int, block_size: int, seed: int,
         max_new_tokens: int, temperature: float | None) -> Score:
     import powersample
 
@@ -94,7 +93,7 @@ def _mh(path: str, problems: Sequence[Problem], alpha: float, steps: int, block_
 
 def measure(model_dir: str | Path | None = None, n: int = 200, seed: int = 0, alpha: float = 4.0,
             draws: int = 4, is_draws: int = 64, mh_steps: Sequence[int] = (10, 30), block_size: int = 16,
-            max_new_tokens: int = 48, echo=print) -> list[Score]:
+            max_new_tokens: int = 48, echo=None) -> list[Score]:
     """Score every method on `n` held-out problems (eval seed `seed`) with the model in `model_dir`."""
     from transformers import AutoModelForCausalLM
 
@@ -119,11 +118,6 @@ def measure(model_dir: str | Path | None = None, n: int = 200, seed: int = 0, al
                time.perf_counter() - t0)
     scores.append(s)
     say(s.line())
-    try:
-        import powersample.api  # noqa: F401  (the MH sampler may not be built yet)
-    except ImportError:
-        say("powersample.sample not available: MH power sampling skipped")
-        mh_steps = ()
     for steps in mh_steps:
         for temp in (None, 1.0):
             s = _mh(path, problems, alpha, steps, block_size, seed, max_new_tokens, temp)
@@ -159,7 +153,7 @@ def _agreement(answers: Sequence[Sequence[int | None]]) -> float:
     return same / pairs
 
 
-def _majority(problem: Problem, row) -> float:
+def _majority(problem: GymProblem, row) -> float:
     """1.0 when the most frequent answer among the draws (ties: the higher log p) is right."""
     votes: dict[int, tuple[int, float]] = {}
     for d in row:
@@ -173,7 +167,7 @@ def _majority(problem: Problem, row) -> float:
 def measure_levels(spec="gym-mixed", model_dir: str | Path | None = None, n: int = 50, seed: int = 0,
                    alpha: float = 4.0, draws: int = 8, is_draws: int = 32, mh_steps: Sequence[int] = (10,),
                    mh_chains: int = 2, block_size: int = 16, max_new_tokens: int = 64,
-                   echo=print) -> list[LevelScore]:
+                   echo=None) -> list[LevelScore]:
     """Per level of gym `spec`: temperature 1 and 1/alpha (`draws` chains per problem), pi_alpha by IS, and
     MH power sampling (`mh_chains` chains per problem) on `n` held-out problems per level."""
     from transformers import AutoModelForCausalLM
@@ -211,7 +205,7 @@ def measure_levels(spec="gym-mixed", model_dir: str | Path | None = None, n: int
     return out
 
 
-def _mh_level(path: str, problems: Sequence[Problem], digits: int, alpha: float, steps: int, block_size: int,
+def _mh_level(path: str, problems: Sequence[GymProblem], digits: int, alpha: float, steps: int, block_size: int,
               seed: int, max_new_tokens: int, chains: int) -> LevelScore:
     import powersample
 
@@ -226,51 +220,3 @@ def _mh_level(path: str, problems: Sequence[Problem], digits: int, alpha: float,
     score = _score(f"power MH (N={steps}, B={block_size}, q temp 1/alpha)", values, chains,
                    time.perf_counter() - t0)
     return LevelScore(digits, score.method, score, _agreement([[g.answer for g in row] for row in rows]), None)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m powersample.gym.check`: print the table."""
-    parser = argparse.ArgumentParser(prog="python -m powersample.gym.check",
-                                     description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--gym", default="gym", choices=["gym", "gym-mixed"],
-                        help="which gym; gym-mixed is measured per level (--n problems per level)")
-    parser.add_argument("--model", default=None, help="model folder (default: the shipped model of --gym)")
-    parser.add_argument("--n", type=int, default=200, help="held-out problems")
-    parser.add_argument("--seed", type=int, default=0, help="eval problem seed (and sampling seed)")
-    parser.add_argument("--alpha", type=float, default=4.0)
-    parser.add_argument("--draws", type=int, default=4, help="samples per problem for temperature methods")
-    parser.add_argument("--is-draws", type=int, default=64, help="temperature-1 draws per problem for IS")
-    parser.add_argument("--mh-steps", type=int, nargs="*", default=[10, 30], help="MH steps per block to try")
-    parser.add_argument("--mh-chains", type=int, default=2, help="MH chains per problem (gym-mixed only)")
-    parser.add_argument("--block-size", type=int, default=16)
-    parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: safe on shared CPUs)")
-
-
-def run(args: argparse.Namespace) -> int:
-    import torch
-
-    torch.set_num_threads(args.threads)
-    if args.gym != "gym":
-        measure_levels(args.gym, args.model, n=args.n, seed=args.seed, alpha=args.alpha, draws=args.draws,
-                       is_draws=args.is_draws, mh_steps=args.mh_steps, mh_chains=args.mh_chains,
-                       block_size=args.block_size, max_new_tokens=args.max_new_tokens)
-        return 0
-    scores = measure(args.model, n=args.n, seed=args.seed, alpha=args.alpha, draws=args.draws,
-                     is_draws=args.is_draws, mh_steps=args.mh_steps, block_size=args.block_size,
-                     max_new_tokens=args.max_new_tokens)
-    print("\npaired gaps over the same problems (95%):")
-    for s in scores[3:]:  # the power estimates, against temperature 1 and temperature 1/alpha
-        for b in scores[:2]:
-            gap, hw = paired_gap(s, b)
-            print(f"  {s.method} - {b.method}: {100 * gap:+.1f} ± {100 * hw:.1f} points")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -12,7 +12,7 @@ from typing import Literal
 
 from ..errors import check
 from .design import GymDesign, GymSpec, get_spec
-from .task import Problem, train_problem
+from .task import GymProblem, train_problem
 
 ANSWER = "A:"  # a completion ends with ANSWER + the number, then EOS
 Style = Literal["worked", "flawed", "shortcut"]
@@ -22,7 +22,7 @@ Style = Literal["worked", "flawed", "shortcut"]
 class Example:
     """One training document: a problem, a completion (without EOS) and the style that wrote it."""
 
-    problem: Problem
+    problem: GymProblem
     completion: str
     style: Style
 
@@ -43,7 +43,7 @@ def column_errors(column_sum: int, design: GymDesign) -> list[tuple[int, float]]
     return [(0, 1.0 - eps)] + [(d, eps / len(ok)) for d in ok if eps > 0]
 
 
-def worked_solution(problem: Problem, offsets: tuple[int, ...] | None = None) -> str:
+def worked_solution(problem: GymProblem, offsets: tuple[int, ...] | None = None) -> str:
     """Column-by-column addition; offsets[i] is added to column i's sum (None or 0s = correct)."""
     n = problem.digits
     offsets = (0,) * n if offsets is None else tuple(offsets)
@@ -59,7 +59,7 @@ def worked_solution(problem: Problem, offsets: tuple[int, ...] | None = None) ->
     return ";".join(steps) + f";{ANSWER}{value}"
 
 
-def shortcut_guesses(problem: Problem, design: GymDesign) -> list[str]:
+def shortcut_guesses(problem: GymProblem, design: GymDesign) -> list[str]:
     """Every shortcut completion (equally likely): the leading digits summed, then `guess_digits`
     random digits, then zeros down to the units (3 digits, 2 guessed: "A:7" + "31")."""
     n, k = problem.digits, design.guess_digits
@@ -71,7 +71,7 @@ def shortcut_guesses(problem: Problem, design: GymDesign) -> list[str]:
     return [f"{ANSWER}{head}{tail:0{k}d}{zeros}" for tail in range(10 ** k)]
 
 
-def _worked_variants(problem: Problem, design: GymDesign) -> list[tuple[tuple[int, ...], float]]:
+def _worked_variants(problem: GymProblem, design: GymDesign) -> list[tuple[tuple[int, ...], float]]:
     """All offset patterns with their probabilities; each column's law depends on the carry so far."""
     variants: list[tuple[tuple[int, ...], float]] = [((), 1.0)]
     da, db = _digits(problem.a, problem.digits), _digits(problem.b, problem.digits)
@@ -92,7 +92,7 @@ def _carry_into(da: list[int], db: list[int], offsets: tuple[int, ...]) -> int:
     return carry
 
 
-def completion_distribution(problem: Problem, design: GymDesign | None = None) -> dict[str, float]:
+def completion_distribution(problem: GymProblem, design: GymDesign | None = None) -> dict[str, float]:
     """Exact law of a completion (text without EOS) given the problem; the values sum to 1."""
     design = design or GymDesign(digits=problem.digits)
     dist: dict[str, float] = {}
@@ -104,7 +104,7 @@ def completion_distribution(problem: Problem, design: GymDesign | None = None) -
     return dist
 
 
-def sample_completion(problem: Problem, design: GymDesign, rng: random.Random) -> Example:
+def sample_completion(problem: GymProblem, design: GymDesign, rng: random.Random) -> Example:
     """One draw from `completion_distribution(problem, design)`."""
     if rng.random() < design.shortcut_rate:
         return Example(problem, rng.choice(shortcut_guesses(problem, design)), "shortcut")

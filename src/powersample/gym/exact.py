@@ -22,7 +22,7 @@ from ..errors import check
 from .data import ANSWER, completion_distribution
 from .design import GymDesign, GymSpec, get_spec
 from .grader import grade
-from .task import Problem, eval_problems
+from .task import GymProblem, eval_problems
 
 EOS = "</s>"  # the end token of the trie; the tokenizer's EOS plays this part in the model
 _Leaf = tuple[tuple[str, ...], float, bool]  # (tokens, probability, correct)
@@ -93,12 +93,12 @@ def agreement(leaves: Sequence[_Leaf], probs: Sequence[float]) -> float:
     return sum(q * q for q in by_answer.values())
 
 
-def _leaves(problem: Problem, design: GymDesign) -> list[_Leaf]:
+def _leaves(problem: GymProblem, design: GymDesign) -> list[_Leaf]:
     dist = completion_distribution(problem, design)
     return [((*text, EOS), p, grade(problem, text).correct) for text, p in dist.items()]
 
 
-def problem_numbers(problem: Problem, design: GymDesign, alpha: float) -> dict[str, float]:
+def problem_numbers(problem: GymProblem, design: GymDesign, alpha: float) -> dict[str, float]:
     """The DesignNumbers fields for one problem."""
     leaves = _leaves(problem, design)
     correct = lambda leaf: float(leaf[2])  # noqa: E731
@@ -126,7 +126,7 @@ def problem_numbers(problem: Problem, design: GymDesign, alpha: float) -> dict[s
     )
 
 
-def design_numbers(problems: Sequence[Problem] | None = None, design: GymDesign | None = None,
+def design_numbers(problems: Sequence[GymProblem] | None = None, design: GymDesign | None = None,
                    alpha: float = 4.0) -> DesignNumbers:
     """Exact sampler accuracies under the data law, averaged over `problems` (default: 1000 held out)."""
     design = design or GymDesign()

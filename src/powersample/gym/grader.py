@@ -13,13 +13,13 @@ from dataclasses import dataclass
 
 from ..errors import check
 from .data import ANSWER
-from .task import Problem, parse_prompt
+from .task import GymProblem, parse_prompt
 
 _FINAL = re.compile(re.escape(ANSWER) + r"(0|[1-9][0-9]{0,5})")
 
 
 @dataclass(frozen=True)
-class Grade:
+class GymGrade:
     """The verdict on one completion."""
 
     correct: bool
@@ -47,17 +47,17 @@ def extract_answer(completion: str) -> tuple[int | None, str]:
     return int(m.group(1)), "ok"
 
 
-def grade(problem: Problem | str, completion: str, finished: bool | None = None) -> Grade:
-    """Is `completion` a right answer to `problem` (a Problem or its prompt)? finished=False rejects."""
+def grade(problem: GymProblem | str, completion: str, finished: bool | None = None) -> GymGrade:
+    """Is `completion` a right answer to `problem` (a GymProblem or its prompt)? finished=False rejects."""
     if isinstance(problem, str):
         problem = parse_prompt(problem)
-    check(isinstance(problem, Problem), f"problem must be a gym Problem or prompt, got {problem!r}",
+    check(isinstance(problem, GymProblem), f"problem must be a GymProblem or a prompt, got {problem!r}",
           "problem", problem)
     answer, why = extract_answer(completion)
     if finished is False:  # cut off at max_new_tokens: "A:82" may be the start of "A:825"
-        return Grade(False, answer, "truncated (no EOS)")
+        return GymGrade(False, answer, "truncated (no EOS)")
     if answer is None:
-        return Grade(False, None, why)
+        return GymGrade(False, None, why)
     if answer != problem.answer:
-        return Grade(False, answer, "wrong answer")
-    return Grade(True, answer, "correct")
+        return GymGrade(False, answer, "wrong answer")
+    return GymGrade(True, answer, "correct")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import check
-from .task import Problem
+from .task import GymProblem
 from .tokenizer import ALPHABET, BOS_ID, EOS_ID, PAD_ID, VOCAB, encode
 
 _CHARS = {i: tok for tok, i in VOCAB.items() if tok in ALPHABET}
@@ -34,7 +34,7 @@ def decode(ids: Sequence[int]) -> str:
 
 
 @torch.no_grad()
-def draw(model, problems: Sequence[Problem], temperature: float, samples: int = 1, max_new_tokens: int = 48,
+def draw(model, problems: Sequence[GymProblem], temperature: float, samples: int = 1, max_new_tokens: int = 48,
          seed: int = 0, first: Sequence[int] | None = None, batch_size: int = 1024) -> list[list[Draw]]:
     """`samples` completions per problem at `temperature` (0 = greedy); `first` forces token 0."""
     check(temperature >= 0, f"temperature must be >= 0, got {temperature}", "temperature", temperature)

@@ -28,7 +28,7 @@ def operand_range(digits: int) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
-class Problem:
+class GymProblem:
     """One addition a + b with `digits`-digit operands; `name` starts its id ("add", or "add2" by level)."""
 
     a: int
@@ -68,16 +68,16 @@ def is_heldout(a: int, b: int) -> bool:
     return int.from_bytes(h, "little") % 100 < HELDOUT_PERCENT
 
 
-def train_problem(rng: random.Random, digits: int = 3, name: str = "add") -> Problem:
+def train_problem(rng: random.Random, digits: int = 3, name: str = "add") -> GymProblem:
     """A uniformly random pair from the training side of the split."""
     low, high = operand_range(digits)
     while True:  # rejection: ~1.1 draws on average
         a, b = rng.randint(low, high), rng.randint(low, high)
         if digits == 1 or not is_heldout(a, b):
-            return Problem(a, b, digits, name)
+            return GymProblem(a, b, digits, name)
 
 
-def eval_problems(n: int, seed: int = 0, digits: int = 3, name: str = "add") -> list[Problem]:
+def eval_problems(n: int, seed: int = 0, digits: int = 3, name: str = "add") -> list[GymProblem]:
     """`n` distinct held-out problems, the same list for the same (n, seed)."""
     check(isinstance(n, int) and n > 0, f"n must be a positive integer, got {n!r}", "n", n)
     check(isinstance(seed, int), f"seed must be an integer, got {seed!r}", "seed", seed)
@@ -88,17 +88,17 @@ def eval_problems(n: int, seed: int = 0, digits: int = 3, name: str = "add") -> 
     tag = "" if (digits, name) == (3, "add") else f"/{digits}"  # the first gym's lists stay as they were
     rng = random.Random(f"powersample.gym.eval/{seed}{tag}")
     seen: set[tuple[int, int]] = set()
-    out: list[Problem] = []
+    out: list[GymProblem] = []
     while len(out) < n:
         a, b = rng.randint(low, high), rng.randint(low, high)
         if (a, b) not in seen and (digits == 1 or is_heldout(a, b)):
             seen.add((a, b))
-            out.append(Problem(a, b, digits, name))
+            out.append(GymProblem(a, b, digits, name))
     return out
 
 
-def parse_prompt(prompt: str) -> Problem:
-    """The Problem a prompt string poses (operands of equal length); raises PowerSampleError otherwise."""
+def parse_prompt(prompt: str) -> GymProblem:
+    """The GymProblem a prompt string poses (operands of equal length); raises PowerSampleError otherwise."""
     m = _PROMPT.fullmatch(prompt) if isinstance(prompt, str) else None
     ok = m is not None and len(m.group(1)) == len(m.group(2)) and all(
         len(g) == 1 or g[0] != "0" for g in m.groups())
@@ -106,4 +106,4 @@ def parse_prompt(prompt: str) -> Problem:
         raise PowerSampleError(f"not a gym prompt (expected 'Q:<n digits>+<n digits>\\n', n = 1..4): {prompt!r}",
                                "prompt", prompt)
     digits = len(m.group(1))
-    return Problem(int(m.group(1)), int(m.group(2)), digits, "add" if digits == 3 else f"add{digits}")
+    return GymProblem(int(m.group(1)), int(m.group(2)), digits, "add" if digits == 3 else f"add{digits}")

@@ -159,7 +159,7 @@ def _design_log(spec: GymSpec, design: GymDesign | None) -> dict:
 
 def train(out_dir: str | Path, steps: int | None = None, seed: int = 0, tiny: bool = False,
           design: GymDesign | None = None, config: TrainConfig | None = None,
-          echo: Callable[[str], None] | None = print, spec: GymSpec | str = "gym") -> Path:
+          echo: Callable[[str], None] | None = None, spec: GymSpec | str = "gym") -> Path:
     """Train a model for gym `spec` and save it (weights, config, tokenizer, train_log.json) in `out_dir`;
     `design` replaces the designs of every level (for a one-level gym's variants)."""
     import torch

@@ -10,7 +10,7 @@ import torch
 from ..engine.base import Engine
 from .chains import fan_out
 from .params import BestOfNParams, TemperatureParams
-from .result import Result
+from .result import Result, make_result
 
 
 def temperature_sample(engine: Engine, prompts: list[list[int]], seeds: list[int], params: TemperatureParams,
@@ -27,9 +27,8 @@ def temperature_sample(engine: Engine, prompts: list[list[int]], seeds: list[int
     out = []
     for r in range(len(seqs)):
         ids = ext.row(r)
-        out.append(Result(prompt_index=r // num_samples, sample_index=r % num_samples, token_ids=ids,
-                          text=engine.decode(ids), logp=logp[r], finished=bool(ext.eos[r]), tokens_generated=len(ids),
-                          seconds=seconds, method=method))
+        out.append(make_result(engine, r, num_samples, ids, logp=logp[r], finished=bool(ext.eos[r]),
+                               tokens_generated=len(ids), seconds=seconds, method=method))
     return out
 
 
@@ -53,9 +52,8 @@ def best_of_n(engine: Engine, prompts: list[list[int]], seeds: list[int], params
     for k, b in enumerate(best):
         r = k * n + b
         ids = ext.row(r)
-        out.append(Result(prompt_index=k // num_samples, sample_index=k % num_samples, token_ids=ids,
-                          text=engine.decode(ids), logp=float(logp[k, b]), finished=bool(ext.eos[r]),
-                          tokens_generated=int(total[k]), seconds=seconds, method="best-of-n",
-                          stats={"n": n, "candidate_logp": logp[k].tolist()}))
+        out.append(make_result(engine, k, num_samples, ids, logp=float(logp[k, b]), finished=bool(ext.eos[r]),
+                               tokens_generated=int(total[k]), seconds=seconds, method="best-of-n",
+                               stats={"n": n, "candidate_logp": logp[k].tolist()}))
     return out
 

@@ -42,3 +42,11 @@ class Result:
         if not checkpoints:
             d.pop("checkpoints")
         return d
+
+
+def make_result(engine, k: int, num_samples: int, token_ids: list[int], **fields: Any) -> Result:
+    """The Result of sample `k` in prompt-major order (prompt k // num_samples, sample k % num_samples), its
+    completion `token_ids` decoded by `engine`; `fields` are the rest (logp, finished, tokens_generated,
+    seconds, method, ...). Every sampler builds its Results here, so the indexing and decoding live in one place."""
+    return Result(prompt_index=k // num_samples, sample_index=k % num_samples, token_ids=token_ids,
+                  text=engine.decode(token_ids), **fields)

@@ -40,7 +40,7 @@ from ..errors import check
 from .chains import fan_out
 from .params import ScalableParams
 from .resampling import inverse_cdf
-from .result import Result
+from .result import Result, make_result
 
 _EVERY_TOKEN = 1 << 62  # topk(k) with k past the vocabulary: every token (exact_zeta)
 _MAX_ENUMERATED = 4_000_000  # exact_zeta refuses frontiers larger than this many rows
@@ -96,12 +96,11 @@ def scalable_sample(engine: Engine, prompts: list[list[int]], seeds: list[int], 
     out = []
     for r in range(rows):
         ids_r = seqs.completion(r)
-        out.append(Result(prompt_index=r // num_samples, sample_index=r % num_samples, token_ids=ids_r,
-                          text=engine.decode(ids_r), logp=logp_h[r], finished=bool(eos_h[r]),
-                          tokens_generated=len(ids_r) + spent_h[r], seconds=seconds, method="scalable",
-                          stats={"candidates": k, "rollouts": 0 if params.exact_zeta else params.rollouts,
-                                 "horizon": params.horizon, "rollout_tokens": spent_h[r],
-                                 "exact_zeta": params.exact_zeta}))
+        out.append(make_result(engine, r, num_samples, ids_r, logp=logp_h[r], finished=bool(eos_h[r]),
+                               tokens_generated=len(ids_r) + spent_h[r], seconds=seconds, method="scalable",
+                               stats={"candidates": k, "rollouts": 0 if params.exact_zeta else params.rollouts,
+                                      "horizon": params.horizon, "rollout_tokens": spent_h[r],
+                                      "exact_zeta": params.exact_zeta}))
     return out
 
 

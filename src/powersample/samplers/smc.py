@@ -36,7 +36,7 @@ from .. import rng
 from ..engine.base import Engine
 from .params import SMCParams
 from .resampling import inverse_cdf, resample
-from .result import Result
+from .result import Result, make_result
 
 
 def log_increment(alpha_t: float, alpha_prev: float, logp_tok: torch.Tensor, logq_tok: torch.Tensor,
@@ -186,8 +186,7 @@ def _results(engine, seqs, params: SMCParams, chosen: list[int], w, degenerate, 
         if weights is not None:
             stats["particle_ids"] = [seqs.completion(s * n + j) for j in range(n)]
             stats["particle_weights"] = weights[s]
-        out.append(Result(prompt_index=s // num_samples, sample_index=s % num_samples, token_ids=ids,
-                          text=engine.decode(ids), logp=float(logp_h[r]), finished=bool(eos_h[r]),
-                          tokens_generated=int(gen_h[s]), seconds=seconds, method="smc", stats=stats))
+        out.append(make_result(engine, s, num_samples, ids, logp=float(logp_h[r]), finished=bool(eos_h[r]),
+                               tokens_generated=int(gen_h[s]), seconds=seconds, method="smc", stats=stats))
     return out
 

@@ -36,7 +36,6 @@ OUTPUTS = "alpaca_eval_outputs.json"
 class AlpacaEval(Task):
     name = "alpacaeval"
     version = "1"
-    graded = False
     answers_at_checkpoints = False
 
     def load(self, data: str | None) -> list[Problem]:

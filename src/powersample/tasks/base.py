@@ -38,11 +38,9 @@ class Task:
 
     name: ClassVar[str]
     version: ClassVar[str]  # bump when prompts, data or grading change: it goes into every run.json
-    graded: ClassVar[bool] = True  # False: correct is always None (the judging happens elsewhere)
     # whether extract() of a partial completion means something: the runner records the running answer
     # at every checkpoint for such tasks (and grades it), to learn when a problem has had enough
     answers_at_checkpoints: ClassVar[bool] = True
-    needs_data_file: ClassVar[bool] = False  # True: --data is required (the user's own problems)
 
     def load(self, data: str | None) -> list[Problem]:
         """The task's problems, from the shipped copy or the hub (data=None) or from the file `data`."""

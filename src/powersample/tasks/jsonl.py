@@ -31,7 +31,6 @@ class JsonlTask(Task):
 
     name = "jsonl"
     version = "2"  # 2: trailing punctuation, \boxed12, choice letters and units (issue 9)
-    needs_data_file = True
 
     def __post_init__(self):
         check(self.grader in GRADERS, f"grader must be one of {', '.join(GRADERS)}, got {self.grader!r}",
