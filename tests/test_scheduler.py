@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from powersample.engine.toy import ToyEngine
 from powersample.samplers.params import PowerParams
-from powersample.samplers.power import _exact, power_sample
+from powersample.samplers.power import power_sample
+from powersample.samplers.power import suffix_log_ratio as _exact
 from powersample.samplers.scheduler import run_chains
 
 PROMPTS = [[0, 2], [0, 3, 4], [0], [0, 5]]
