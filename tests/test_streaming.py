@@ -169,8 +169,8 @@ def test_the_cuda_token_budget_from_free_memory_and_kv_bytes(monkeypatch):
     assert kv_bytes_per_token(gpt2, 4) == 73_728
     # half of 80 GiB of free memory: 42,949,672,960 bytes / 28,672 = 1,497,965.7 tokens
     assert token_budget(80 * 2**30, 28_672) == 1_497_965
-    # from an engine: the model's config and parameter dtype (bf16), 1 GiB free: 2**29 / 28,672 = 18,724.6
+    # from an engine: the model's config and dtype (bf16), 1 GiB free: 2**29 / 28,672 = 18,724.6
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2**30, 2**36))
-    model = SimpleNamespace(config=qwen, parameters=lambda: iter([torch.zeros(1, dtype=torch.bfloat16)]))
+    model = SimpleNamespace(config=qwen, dtype=torch.bfloat16)
     assert scheduler.cuda_token_budget(SimpleNamespace(model=model, device=torch.device("cuda"))) == 18_724
     assert scheduler.cuda_token_budget(_engine()) is None  # no transformers config: unlimited

@@ -111,7 +111,8 @@ def cuda_token_budget(engine: Engine) -> int | None:
     if config is None or not hasattr(config, "num_hidden_layers"):
         return None
     free, _ = torch.cuda.mem_get_info(engine.device)
-    return token_budget(free, kv_bytes_per_token(config, next(model.parameters()).element_size()))
+    # the compute dtype, which the cache is kept in (a quantized model's weights may be smaller)
+    return token_budget(free, kv_bytes_per_token(config, torch.empty(0, dtype=model.dtype).element_size()))
 
 
 def _schedule(engine: Engine, prompts: list[list[int]], seeds: list[int], params: PowerParams, log_ratio: Callable,
