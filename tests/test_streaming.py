@@ -70,13 +70,22 @@ def test_streamed_eval_writes_the_rows_of_a_batch_by_batch_eval(tmp_path, monkey
         calls.append(options)
         return sample(*args, **options)
 
+    widths = []
+
+    class Recording(ToyEngine):
+        def _extend(self, seqs, *args):
+            widths.append(len(seqs))
+            return super()._extend(seqs, *args)
+
     monkeypatch.setattr(powersample, "sample", recording)  # what run_eval calls when no sample_fn is given
-    streamed = run_eval(EvalConfig(out=str(tmp_path / "streamed"), **kw), model=_engine(), progress=False)
+    engine = Recording(_engine().next_logp, eos_token_ids=[1], tokenizer=Digits())
+    streamed = run_eval(EvalConfig(out=str(tmp_path / "streamed"), **kw), model=engine, progress=False)
     # a stand-in sample_fn takes the batch path: one call per batch of 2 problems
     batched = run_eval(EvalConfig(out=str(tmp_path / "batched"), **kw), model=_engine(), progress=False,
                        sample_fn=lambda *a, **o: sample(*a, **o))
     assert len(calls) == 1 and len(calls[0]["seeds"]) == 7  # every problem queued in one call...
     assert calls[0]["batch_size"] == 2 and callable(calls[0]["on_result"])  # ...on 2 x 2 rows, streamed
+    assert max(widths) == 4
     assert streamed.rows_total == batched.rows_total == 14
     assert _rows(tmp_path / "streamed") == _rows(tmp_path / "batched")
     assert len({r["text"] for r in read_rows(tmp_path / "streamed")}) > 7  # not vacuous: samples differ
