@@ -96,7 +96,11 @@ def test_the_same_batch_size_everywhere(tmp_path, monkeypatch, capsys):
     assert EvalConfig(task="gym", model="m", out="x").batch_size == BATCH_SIZE
     n = BATCH_SIZE + 3
     assert [c["n_prompts"] for c in via_generate([], tmp_path, monkeypatch, n_prompts=n)] == [BATCH_SIZE, 3]
-    assert [c["n_prompts"] for c in via_eval([], tmp_path, monkeypatch, limit=n)] == [BATCH_SIZE, 3]
+    # eval: power streams every problem through one call on BATCH_SIZE x K rows; other methods batch
+    assert [(c["n_prompts"], c["batch_size"]) for c in via_eval([], tmp_path, monkeypatch, limit=n)] == \
+        [(n, BATCH_SIZE)]
+    temperature = via_eval(["--method", "temperature"], tmp_path, monkeypatch, limit=n)
+    assert [c["n_prompts"] for c in temperature] == [BATCH_SIZE, 3]
 
 
 def test_an_option_reaches_the_method_the_same_way(tmp_path, monkeypatch, capsys):

@@ -17,7 +17,7 @@ from .samplers.result import Result
 # options that are not sampler parameters
 _LOADING = {"engine", "device", "dtype", "eos_token_id", "tokenizer", "reuse_cache", "trust_remote_code",
             "gguf_file"}
-_RUNNING = {"num_samples", "seeds", "progress", "batch_size", "chat"}
+_RUNNING = {"num_samples", "seeds", "progress", "batch_size", "chat", "on_result", "max_batch_tokens"}
 BATCH_SIZE = 16  # prompts per engine batch, the default of sample(), generate and eval alike
 # model-loading options that change results: a run records them with the sampler's settings
 LOADING_SETTINGS = ("eos_token_id", "trust_remote_code", "reuse_cache", "gguf_file", "engine")
@@ -34,7 +34,10 @@ def sample(model, prompts: Sequence[str] | Sequence[Sequence[int]], method: str 
              top_p, n, ...: the fields of its class in samplers/params.py, whose defaults are the
              papers': alpha 4, N=10, T=3072, B=T/16), num_samples (per prompt, default 1), seeds (one
              per prompt; default derived from `seed`), batch_size (prompts per engine batch, default
-             16), chat (apply the tokenizer's chat template), progress (a tqdm bar), device, dtype,
+             16), chat (apply the tokenizer's chat template), progress (a tqdm bar), on_result (called
+             with each Result as soon as it is ready: power's as its chain finishes, others' per batch),
+             max_batch_tokens (power: cap rows x (prompt + T); default unlimited on a CPU, what free
+             memory holds on CUDA), device, dtype,
              eos_token_id, tokenizer, reuse_cache, gguf_file (a GGUF file in the model folder), engine (a
              name in powersample.engine.ENGINES; default "hf").
     Results are prompt-major: all samples of prompt 0, then prompt 1, ...
@@ -60,21 +63,31 @@ def sample(model, prompts: Sequence[str] | Sequence[Sequence[int]], method: str 
     engine = open_engine(model, **loading)
     ids = [_encode(engine, p, bool(options.get("chat")), i) for i, p in enumerate(prompts)]
     extra = {}
-    if "rows" in inspect.signature(spec.run).parameters:  # continuously batched (MH): queue every chain
+    on_result = options.get("on_result")
+    if continuously_batched(method):  # (MH) queue every chain
         extra["rows"], batch_size = batch_size * num_samples, len(ids)  # on batch_size x num_samples rows
+        extra.update(on_result=on_result, max_batch_tokens=options.get("max_batch_tokens"))
+        on_result = None  # the scheduler calls it
     bar = _progress_bar(options.get("progress"), method)
     results: list[Result] = []
     try:
         for lo in range(0, len(ids), batch_size):
             batch = spec.run(engine, ids[lo: lo + batch_size], list(seeds[lo: lo + batch_size]), params,
-                             num_samples=num_samples, progress=bar.update if bar else None)
+                             num_samples=num_samples, progress=bar.update if bar else None, **extra)
             for r in batch:
                 r.prompt_index += lo
+                if on_result is not None:
+                    on_result(r)
             results.extend(batch)
     finally:
         if bar:
             bar.close()
     return results
+
+
+def continuously_batched(method: str) -> bool:
+    """Whether `method` runs on the scheduler (rows never idle; each Result handed over as it is ready)."""
+    return "rows" in inspect.signature(get_method(method).run).parameters
 
 
 def make_params(method: str, **settings):

@@ -36,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--limit", type=int, default=None, help="only the first N problems")
     r.add_argument("--shard", default="0/1", help="i/n: this process does shard i (0-based) of n")
     r.add_argument("--grade-workers", type=int, default=2, help="grader processes (0: grade inline)")
+    r.add_argument("--max-batch-tokens", type=int, default=None, help="power: cap rows x (prompt + max-new-tokens) "
+                   "(default: unlimited on a CPU; on CUDA what free memory holds as KV cache)")
     r.add_argument("--out", default=None,
                    help="run directory (default runs/<task>-<model>-<method>-s<seed>); rerunning the same "
                         "command resumes it")
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         limit=args.limit, shard=args.shard, seed=args.seed,
         data=args.data, task_options=task_options, device=args.device,
         batch_size=args.batch_size if args.batch_size is not None else BATCH_SIZE,
-        grade_workers=args.grade_workers)
+        grade_workers=args.grade_workers, max_batch_tokens=args.max_batch_tokens)
     print(f"powersample eval: writing {config.out}")
     summary = run_eval(config, progress=not args.no_progress)
     acc = "n/a (not graded here)" if summary.accuracy is None else \

@@ -18,10 +18,11 @@ from typing import Any
 
 from ..errors import PowerSampleError, check
 
-NON_CORE = frozenset({"out", "device", "batch_size", "grade_workers", "data"})  # data: its sha256 is core
+# data: its sha256 is core
+NON_CORE = frozenset({"out", "device", "batch_size", "grade_workers", "data", "max_batch_tokens"})
 # powersample.sample options a run sets itself or that have their own field: not sampler settings
 RESERVED_OPTIONS = frozenset({"method", "model", "chat", "dtype", "device", "seed", "seeds", "num_samples",
-                              "batch_size", "progress", "tokenizer", "variant"})
+                              "batch_size", "progress", "tokenizer", "variant", "on_result", "max_batch_tokens"})
 # run.json of format 1 spelled these settings out as fields of the config, the rest in sampler_options
 _V1_SAMPLER_FIELDS = ("alpha", "mcmc_steps", "block_size", "max_new_tokens", "temperature", "n")
 
@@ -61,6 +62,8 @@ class EvalConfig:
     device: str | None = None
     batch_size: int = 16  # problems per powersample.sample call (each with samples_per_problem samples)
     grade_workers: int = 2  # grader processes; 0 grades inline in the main thread (slower, for debugging)
+    # power: cap rows x (prompt + max_new_tokens); None: unlimited on a CPU, what free memory holds on CUDA
+    max_batch_tokens: int | None = None
 
     def __post_init__(self):
         for name in ("task", "model", "out", "method"):
@@ -71,6 +74,9 @@ class EvalConfig:
             v = getattr(self, name)
             check(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
                   f"{name} must be an integer >= 1, got {v!r}", name, v)
+        check(self.max_batch_tokens is None or (isinstance(self.max_batch_tokens, int) and self.max_batch_tokens >= 1),
+              f"max_batch_tokens must be an integer >= 1, got {self.max_batch_tokens!r}", "max_batch_tokens",
+              self.max_batch_tokens)
         check(self.limit is None or (isinstance(self.limit, int) and self.limit >= 1),
               f"limit must be an integer >= 1, got {self.limit!r}", "limit", self.limit)
         check(isinstance(self.seed, int) and not isinstance(self.seed, bool), f"seed must be an integer, got "

@@ -1,8 +1,10 @@
 """`run_eval`: sample every selected problem, grade each sample, write one row per (problem, sample).
 
-The loop: batches of `batch_size` problems go through ONE sampling call each (all their samples at
-once); each sample's grading is handed to a process pool, so the model generates the next batch
-while the previous one is graded; each row is appended (and fsynced) the moment its grade arrives.
+The loop: power sampling (continuously batched) gets every problem in ONE sampling call, its chains
+queued on batch_size x samples_per_problem rows, and hands each sample over the moment its chain
+finishes; other methods (and a stand-in sample_fn) go in batches of `batch_size` problems, one call
+each. Each sample's grading is handed to a process pool, so the model keeps generating while it is
+graded; each row is appended (and fsynced) the moment its grade arrives.
 Sample j of a problem depends only on (seed, problem id) - the sampler guarantees that a prompt's
 samples do not depend on the rest of its batch - so batch size, sharding and resumption do not
 change any result.
@@ -22,7 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ..api import LOADING_SETTINGS
+from ..api import LOADING_SETTINGS, continuously_batched
 from ..errors import PowerSampleError, check
 from ..jsonl import result_row
 from ..rng import derive_seeds
@@ -123,6 +125,8 @@ def _run(config: EvalConfig, task: Task, selected: list[Problem], store: RunStor
     k = config.samples_per_problem
     done = store.done()
     todo = [p for p in selected if any((p.id, j) not in done for j in range(k))]
+    # powersample.sample hands a continuously batched method's samples over as their chains finish
+    stream = sample_fn is None and continuously_batched(config.method)
     missing = sum(1 for p in todo for j in range(k) if (p.id, j) not in done)
     stats = _Tally.from_rows(store.rows_at_open)
 
@@ -140,12 +144,25 @@ def _run(config: EvalConfig, task: Task, selected: list[Problem], store: RunStor
         pool = GradePool(config.grade_workers)
         bar = _bar(progress, missing, f"{config.task} {config.method}")
         try:
-            for lo in range(0, len(todo), config.batch_size):
-                batch = todo[lo: lo + config.batch_size]
-                results = sample_fn(model, [p.prompt for p in batch], **_sample_kwargs(config, batch))
-                _submit(results, batch, k, done, task, model, pool, store, stats, bar)
-                if pool.fatal:
-                    raise PowerSampleError(f"{pool.fatal}; the rows written so far are kept")
+            step = len(todo) if stream else config.batch_size  # streamed: one call, rows written as chains end
+            for lo in range(0, len(todo), step):
+                batch = todo[lo: lo + step]
+                kwargs = _sample_kwargs(config, batch)
+                submitted: set[tuple[int, int]] = set()
+
+                def submit(r, batch=batch, submitted=submitted):
+                    submitted.add((r.prompt_index, r.sample_index))
+                    _submit(r, batch, done, task, model, pool, store, stats, bar)
+                    if pool.fatal:
+                        raise PowerSampleError(f"{pool.fatal}; the rows written so far are kept")
+
+                if stream:
+                    kwargs.update(on_result=submit, batch_size=config.batch_size)
+                results = sample_fn(model, [p.prompt for p in batch], **kwargs)
+                _check_results(results, batch, k)
+                for r in sorted(results, key=lambda r: (r.prompt_index, r.sample_index)):
+                    if (r.prompt_index, r.sample_index) not in submitted:
+                        submit(r)
             pool.shutdown(wait=True)
         except BaseException as e:
             # keep what was generated: let the grading under way finish and be written (Ctrl-C again aborts)
@@ -184,34 +201,38 @@ def _sample_kwargs(config: EvalConfig, batch: Sequence[Problem]) -> dict[str, An
                                   seeds=[derive_seeds(config.seed, p.id) for p in batch])
     if config.chat:
         kwargs["chat"] = True
+    if config.max_batch_tokens is not None:
+        kwargs["max_batch_tokens"] = config.max_batch_tokens
     kwargs.update({k: v for k, v in config.sampler.items() if k not in LOADING_SETTINGS})
     return kwargs
 
 
-def _submit(results: Sequence[Any], batch: Sequence[Problem], k: int, done: set[tuple[str, int]], task: Task,
-            model: Any, pool: GradePool, store: RunStore, stats: _Tally, bar) -> None:
-    """Hand every new sample of a batch to the graders; each writes its row when its grade arrives."""
-    by_key = {(r.prompt_index, r.sample_index): r for r in results}
+def _check_results(results: Sequence[Any], batch: Sequence[Problem], k: int) -> None:
+    keys = {(r.prompt_index, r.sample_index) for r in results}
     expected = {(i, j) for i in range(len(batch)) for j in range(k)}
-    check(set(by_key) == expected, f"the sampler returned {len(results)} results with keys that do not match "
-          f"{len(batch)} prompts x {k} samples", "sample_fn")
+    check(len(results) == len(keys) and keys == expected, f"the sampler returned {len(results)} results with "
+          f"keys that do not match {len(batch)} prompts x {k} samples", "sample_fn")
+
+
+def _submit(r: Any, batch: Sequence[Problem], done: set[tuple[str, int]], task: Task, model: Any,
+            pool: GradePool, store: RunStore, stats: _Tally, bar) -> None:
+    """Hand a new sample to the graders; its row is written when its grade arrives."""
     decode = getattr(model, "decode", None)
-    for (i, j), r in sorted(by_key.items()):
-        problem = batch[i]
-        if (problem.id, j) in done:
-            continue  # written by an earlier, interrupted run
-        text = r.text if r.text is not None else (decode(r.token_ids) if decode else None)
-        if text is None:
-            raise PowerSampleError("the sampler returned token ids without text and the model has no "
-                                   "tokenizer to decode them; give a model with a tokenizer", "model")
-        answers = None  # running answers at checkpoints, for tasks where a partial completion has one
-        if task.answers_at_checkpoints and decode is not None and r.checkpoints:
-            answers = [task.extract(_decode(cp.token_ids, decode)) for cp in r.checkpoints]
-        row = _row(problem, r, text, answers)
-        # generous: the watchdog is for graders stuck in C code, not for slow ones
-        budget = 60.0 + 10.0 * len(set(answers or ())) + float(getattr(task, "timeout", 0))
-        future = pool.submit(grade_sample, (task, problem, text, r.finished, answers), budget, _grader_failed)
-        future.add_done_callback(lambda f, row=row: _write(f, row, store, stats, bar))
+    problem = batch[r.prompt_index]
+    if (problem.id, r.sample_index) in done:
+        return  # written by an earlier, interrupted run
+    text = r.text if r.text is not None else (decode(r.token_ids) if decode else None)
+    if text is None:
+        raise PowerSampleError("the sampler returned token ids without text and the model has no "
+                               "tokenizer to decode them; give a model with a tokenizer", "model")
+    answers = None  # running answers at checkpoints, for tasks where a partial completion has one
+    if task.answers_at_checkpoints and decode is not None and r.checkpoints:
+        answers = [task.extract(_decode(cp.token_ids, decode)) for cp in r.checkpoints]
+    row = _row(problem, r, text, answers)
+    # generous: the watchdog is for graders stuck in C code, not for slow ones
+    budget = 60.0 + 10.0 * len(set(answers or ())) + float(getattr(task, "timeout", 0))
+    future = pool.submit(grade_sample, (task, problem, text, r.finished, answers), budget, _grader_failed)
+    future.add_done_callback(lambda f, row=row: _write(f, row, store, stats, bar))
 
 
 def _grader_failed(why: str) -> tuple[Grade, None]:

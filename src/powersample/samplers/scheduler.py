@@ -11,10 +11,17 @@ Each chain's law is that of Algorithm 1 (power.py), step for step: its token dra
 stream (the engine counts a row's draws), and its position and acceptance uniforms are keyed by
 (chain seed, block * N + step), never by batch iteration. So a chain's tokens depend on its seed
 only: alone, in a full batch or joining late, it draws the same tokens.
+
+Each chain's Result is handed to `on_result` the moment the chain finishes (eval writes its row then).
+Memory: `max_batch_tokens` caps rows x (longest prompt + T); on CUDA it defaults to what free memory holds
+(`cuda_token_budget`). A forward pass that still runs out of memory halves the rows, with a warning, and
+runs the unfinished chains again from their start: a chain's tokens depend on its seed only, so its
+result is the same.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -24,67 +31,152 @@ import torch
 
 from .. import rng
 from ..engine.base import Engine, Extension
+from ..errors import check
 from .params import PowerParams
 from .result import Result
 from .track import Track
 
 _CHUNK_GPU = 8  # decode steps per engine call on a GPU: each chunk boundary is a few host syncs
 _CHUNK_CPU = 2  # on a CPU syncs are free, but each call has Python overhead (bench/occupancy.py: 1, 2, 4 tried)
+_MEMORY_SHARE = 0.5  # of free GPU memory for the KV cache: proposals keep the old suffix's cache until settled,
+# and logits and activations need room too; a run that still overflows halves its rows (run_chains)
+
+log = logging.getLogger(__name__)
 
 
 def run_chains(engine: Engine, prompts: list[list[int]], seeds: list[int], params: PowerParams,
                log_ratio: Callable, num_samples: int = 1, rows: int | None = None, chunk: int | None = None,
-               progress: Callable[[int], None] | None = None) -> list[Result]:
+               progress: Callable[[int], None] | None = None, on_result: Callable[[Result], None] | None = None,
+               max_batch_tokens: int | None = None) -> list[Result]:
     """MH power sampling of `num_samples` chains per prompt on at most `rows` engine rows (default: one
-    per chain). `log_ratio(alpha, track, t, proposal_extension)` is the acceptance ratio (power.py).
-    Results are prompt-major, as power_sample returns them."""
+    per chain), fewer if rows x (longest prompt + T) exceeds `max_batch_tokens`. `log_ratio(alpha, track, t,
+    proposal_extension)` is the acceptance ratio (power.py). Each Result goes to `on_result` as its chain
+    finishes; all are returned prompt-major, as power_sample returns them."""
+    queue = [(i, j) for i in range(len(prompts)) for j in range(num_samples)]  # chains, prompt-major
+    R = min(rows or len(queue), len(queue))
+    if max_batch_tokens is None and engine.device.type == "cuda":
+        max_batch_tokens = cuda_token_budget(engine)
+    if max_batch_tokens is not None:
+        per_row = max(len(p) for p in prompts) + params.max_new_tokens
+        check(max_batch_tokens >= per_row, f"max_batch_tokens={max_batch_tokens} does not hold one row of "
+              f"{per_row} tokens (longest prompt + max_new_tokens)", "max_batch_tokens", max_batch_tokens)
+        R = min(R, max_batch_tokens // per_row)
+    results: dict[int, Result] = {}
+    blocks = {c: 0 for c in range(len(queue))}  # blocks each chain finished (a finished chain: all of them)
+    tally = [0, 0]  # the sum of `blocks`; blocks per chain reported to `progress`
+
+    def finished(c: int, result: Result) -> None:
+        results[c] = result
+        if on_result is not None:
+            on_result(result)
+
+    pending = list(range(len(queue)))
+    while True:
+        try:
+            _schedule(engine, prompts, seeds, params, log_ratio, queue, pending, R, chunk, progress, finished,
+                      blocks, tally)
+            break
+        except RuntimeError as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
+            if "out of memory" not in str(e).lower() or R == 1:
+                raise
+            # rerun the unfinished chains from their start on fewer rows: the same seeds, the same tokens
+            pending = [c for c in pending if c not in results]
+            tally[0] -= sum(blocks[c] for c in pending)
+            blocks.update(dict.fromkeys(pending, 0))
+            R = max(1, R // 2)
+            log.warning("out of memory: running the %d unfinished chains again on %d rows (set max_batch_tokens "
+                        "to start there)", len(pending), R)
+            # (the failed batch's tensors are freed when `e` goes: the allocator reuses their memory)
+    return [results[c] for c in range(len(queue))]
+
+
+def kv_bytes_per_token(config, dtype_bytes: int) -> int:
+    """Bytes of KV cache one token takes in a transformers model with `config`: keys and values, in every
+    layer, for every key/value head (grouped-query attention has fewer than query heads)."""
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return 2 * config.num_hidden_layers * heads * head_dim * dtype_bytes
+
+
+def token_budget(free_bytes: int, bytes_per_token: int, share: float = _MEMORY_SHARE) -> int:
+    """max_batch_tokens that `share` of `free_bytes` holds as KV cache."""
+    return int(free_bytes * share) // bytes_per_token
+
+
+def cuda_token_budget(engine: Engine) -> int | None:
+    """The default max_batch_tokens on CUDA: from free memory and the model's KV bytes per token (None
+    for an engine without a transformers config: unlimited)."""
+    model = getattr(engine, "model", None)
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "num_hidden_layers"):
+        return None
+    free, _ = torch.cuda.mem_get_info(engine.device)
+    # the compute dtype, which the cache is kept in (a quantized model's weights may be smaller)
+    return token_budget(free, kv_bytes_per_token(config, torch.empty(0, dtype=model.dtype).element_size()))
+
+
+def _schedule(engine: Engine, prompts: list[list[int]], seeds: list[int], params: PowerParams, log_ratio: Callable,
+              queue: list[tuple[int, int]], order: list[int], R: int, chunk: int | None,
+              progress: Callable[[int], None] | None, finished: Callable[[int, Result], None],
+              blocks: dict[int, int], tally: list[int]) -> None:
+    """Run chains `order` (indices into `queue`, the (prompt, sample) of each chain) on R rows."""
     t0 = time.perf_counter()
     dev = engine.device
-    queue = [(i, j) for i in range(len(prompts)) for j in range(num_samples)]  # chains, prompt-major
     chain_seed = [rng.derive_seeds(seeds[i], "chain", j) for i, j in queue]  # as chains.fan_out derives them
-    R = min(rows or len(queue), len(queue))
+    R = min(R, len(order))
     chunk = chunk or (_CHUNK_CPU if dev.type == "cpu" else _CHUNK_GPU)
     N, T, B, alpha, proposal = params.mcmc_steps, params.max_new_tokens, params.block_size, params.alpha, \
         params.proposal
     n_blocks = math.ceil(T / B)
 
     # the first R chains: each prompt's prefix is computed once and shared by its chains (as fan_out does)
-    distinct = sorted({i for i, _ in queue[:R]})
+    first = [queue[c][0] for c in order[:R]]
+    distinct = sorted(set(first))
     seqs = engine.start([prompts[i] for i in distinct], [seeds[i] for i in distinct])
-    parent = torch.tensor([distinct.index(i) for i, _ in queue[:R]], device=dev)
-    seqs = engine.select(seqs, parent, seeds=torch.tensor(chain_seed[:R], device=dev))
+    parent = torch.tensor([distinct.index(i) for i in first], device=dev)
+    seqs = engine.select(seqs, parent, seeds=torch.tensor([chain_seed[c] for c in order[:R]], device=dev))
     track = Track(R, T, dev)  # each row's current completion
     prop = Track(R, T, dev)  # each row's proposal in flight, from its cut position on
     zeros = torch.zeros(R, dtype=torch.long, device=dev)
     row = _Rows(
-        chain=torch.arange(R, device=dev),  # the chain each row holds; -1: none (the row idles)
+        chain=torch.tensor(order[:R], device=dev),  # the chain each row holds; -1: none (the row idles)
         block=zeros.clone(), step=zeros - 1,  # step -1: growing the block; 0..N-1: that MH step
         left=torch.full((R,), min(B, T), dtype=torch.long, device=dev),  # tokens its task may still draw
         cut=zeros.clone(),  # an MH step's position t (completion tokens kept)
         cut_now=torch.zeros(R, dtype=torch.bool, device=dev),  # the task starts with a cut at the next call
         proposed=zeros.clone(), accepted=zeros.clone())
-    checkpoints: list[list] = [[] for _ in queue]
-    results: dict[int, dict] = {}
-    next_chain, blocks_done, reported = R, 0, 0
+    checkpoints: dict[int, list] = {c: [] for c in order}
+    started = {c: t0 for c in order[:R]}  # when each chain took its row
+    next_chain = R  # position in `order` of the next chain to join
 
     def finish_blocks(ended: torch.Tensor) -> torch.Tensor:
         """Checkpoint chains whose block ended; return the rows whose chain is now finished."""
-        nonlocal blocks_done
         idx = ended.nonzero().flatten().tolist()
         elapsed = time.perf_counter() - t0
         cps = track.checkpoints(seqs, (row.block + 1).tolist(), row.proposed, row.accepted, elapsed, rows=idx)
         done = ended & ((row.block + 1 == n_blocks) | (track.ends_with_eos & params.stop_at_eos))
         for r, cp in zip(idx, cps, strict=True):
             checkpoints[int(row.chain[r])].append(cp)
-        blocks_done += len(idx) + int(((n_blocks - row.block - 1) * done).sum())
+            blocks[int(row.chain[r])] += 1
+            tally[0] += 1
         for r in done.nonzero().flatten().tolist():
+            c = int(row.chain[r])
+            tally[0] += n_blocks - blocks[c]
+            blocks[c] = n_blocks
             ids = seqs.completion(r)
             n_prop = int(row.proposed[r])
-            results[int(row.chain[r])] = dict(
-                token_ids=ids, text=engine.decode(ids), logp=float(track.logp[r, : len(ids)].sum()),
-                finished=bool(track.ends_with_eos[r]), tokens_generated=int(track.generated[r]),
+            # seconds: the chain's share of the batch's wall time (it held 1 of R rows), per prompt
+            seconds = (time.perf_counter() - started[c]) * len(queue) / len(prompts) / R
+            finished(c, Result(
+                prompt_index=queue[c][0], sample_index=queue[c][1], seconds=seconds, method="power",
+                checkpoints=checkpoints[c], token_ids=ids, text=engine.decode(ids),
+                logp=float(track.logp[r, : len(ids)].sum()), finished=bool(track.ends_with_eos[r]),
+                tokens_generated=int(track.generated[r]),
                 acceptance_rate=(int(row.accepted[r]) / n_prop) if n_prop else None,
-                stats={"proposals": n_prop, "accepted": int(row.accepted[r])})
+                stats={"proposals": n_prop, "accepted": int(row.accepted[r])}))
+        if progress is not None and tally[0] // len(queue) > tally[1]:
+            progress(tally[0] // len(queue) - tally[1])
+            tally[1] = tally[0] // len(queue)
         return done
 
     def advance(need: torch.Tensor) -> None:
@@ -142,12 +234,13 @@ def run_chains(engine: Engine, prompts: list[list[int]], seeds: list[int], param
             row.accepted += accept
         advance(ended)
         free = (row.chain < 0).nonzero().flatten().tolist()
-        if free and next_chain < len(queue):  # finished chains' rows go to the next chains in the queue
-            free = free[: len(queue) - next_chain]
-            new = list(range(next_chain, next_chain + len(free)))
+        if free and next_chain < len(order):  # finished chains' rows go to the next chains in the queue
+            free = free[: len(order) - next_chain]
+            new = order[next_chain: next_chain + len(free)]
             next_chain += len(free)
             idx = torch.tensor(free, device=dev)
             engine.join(seqs, idx, [prompts[queue[c][0]] for c in new], [chain_seed[c] for c in new])
+            started.update(dict.fromkeys(new, time.perf_counter()))
             joined = torch.zeros(len(seqs), dtype=torch.bool, device=dev)
             joined[idx] = True
             row.chain[idx] = torch.tensor(new, device=dev)
@@ -162,13 +255,6 @@ def run_chains(engine: Engine, prompts: list[list[int]], seeds: list[int], param
             seqs = engine.shrink(seqs, index)
             for state in (track, prop, row):
                 state.select(index)
-        if progress is not None and blocks_done // len(queue) > reported:
-            progress(blocks_done // len(queue) - reported)
-            reported = blocks_done // len(queue)
-
-    seconds = (time.perf_counter() - t0) / len(prompts)
-    return [Result(prompt_index=i, sample_index=j, seconds=seconds, method="power", checkpoints=checkpoints[c],
-                   **results[c]) for c, (i, j) in enumerate(queue)]
 
 
 @dataclass
