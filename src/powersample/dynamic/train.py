@@ -79,12 +79,13 @@ def training_rows(problems: Sequence[LoggedProblem], budget: Budget, same: Same)
     return np.array(X, dtype=float), np.array(y), np.array(groups)
 
 
-def train(problems: Sequence[LoggedProblem], same: Same, kind: str = "gbdt", budget: Budget = Budget(),
+def train(problems: Sequence[LoggedProblem], same: Same, kind: str = "gbdt", budget: Budget | None = None,
           target: float = 0.01, folds: int = 5) -> TrainedController:
     from sklearn.base import clone
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import GroupKFold
 
+    budget = budget or Budget()
     check(len(problems) >= MIN_PROBLEMS, f"{len(problems)} problems are too few to train and cross-validate a "
           f"controller; log at least {MIN_PROBLEMS}", "problems", len(problems))
     check(len(problems[0].chains) >= budget.k_max, f"the log has {len(problems[0].chains)} chains per problem, "
@@ -126,8 +127,8 @@ def train(problems: Sequence[LoggedProblem], same: Same, kind: str = "gbdt", bud
           "tokens": best["tokens"], "token_share": best["tokens"] / fixed_tokens if fixed_tokens else math.nan,
           "sweep": sweep}
     final = clone(base).fit(X, y)
-    return TrainedController(kind, final, float(best["threshold"]), (budget.k_min, budget.k_step, budget.k_max, budget.decide),
-                             FEATURES, _versions(), cv)
+    trained_for = (budget.k_min, budget.k_step, budget.k_max, budget.decide)
+    return TrainedController(kind, final, float(best["threshold"]), trained_for, FEATURES, _versions(), cv)
 
 
 def _versions() -> dict:
