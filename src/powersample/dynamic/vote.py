@@ -75,3 +75,13 @@ def best_logp(logps: Sequence[float]) -> int:
     if not logps:
         raise PowerSampleError("no chains to choose from", "chains")
     return max(range(len(logps)), key=lambda j: (logps[j], -j))
+
+
+def maj_at_k(rows_by_problem: Sequence[Sequence[dict]], same: Same, k: int) -> float:
+    """Share of problems whose vote over samples 0..k-1 (graded rows: `extracted`, `logp`, `correct`) is right."""
+    hits = []
+    for rows in rows_by_problem:
+        first = sorted(rows, key=lambda r: r["sample"])[:k]
+        chosen = majority([r.get("extracted") for r in first], [r["logp"] for r in first], same)
+        hits.append(bool(first[chosen].get("correct")))
+    return sum(hits) / len(hits) if hits else float("nan")
