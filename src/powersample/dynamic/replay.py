@@ -71,6 +71,21 @@ def final_vote(problem: LoggedProblem, k: int, same: Same) -> int:
     return majority([c.answer for c in finals], [c.logp for c in finals], same)
 
 
+def decide(controller: Controller, state: ProblemState, budget: Budget, same: Same,
+           log_features: bool = True) -> tuple[int, bool, dict | None]:
+    """One checkpoint of one problem, live or replayed: (chains to add, whether the problem ends, the
+    decision record, or None where the controller was not asked)."""
+    if budget.decide == "end" and not state.all_done:
+        return 0, False, None  # the controller is asked once the chains it has are finished
+    enough = bool(controller.enough(state, same))
+    d = {"step": state.step, "k": state.k, "enough": enough}
+    if log_features:
+        d["features"] = dict(zip(FEATURES, features(state, same), strict=True))
+    if not enough and state.k < budget.k_max:
+        return min(budget.k_step, budget.k_max - state.k), False, d
+    return 0, state.all_done, d
+
+
 def replay_problem(problem: LoggedProblem, controller: Controller, budget: Budget, same: Same,
                    log_features: bool = True) -> Outcome:
     k_max = len(problem.chains)
@@ -83,17 +98,12 @@ def replay_problem(problem: LoggedProblem, controller: Controller, budget: Budge
     while True:
         step += 1
         states = tuple(problem.chains[j].at(step - s + 1) for j, s in enumerate(starts))
-        state = ProblemState(states, step, budget.k_max, final_chain, finals)
-        if budget.decide == "end" and not state.all_done:
-            continue  # the controller is asked once the chains it has are finished
-        enough = bool(controller.enough(state, same))
-        d = {"step": step, "k": state.k, "enough": enough}
-        if log_features:
-            d["features"] = dict(zip(FEATURES, features(state, same), strict=True))
-        decisions.append(d)
-        if not enough and state.k < budget.k_max:
-            starts += [step + 1] * min(budget.k_step, budget.k_max - state.k)
-        elif state.all_done:
+        add, end, d = decide(controller, ProblemState(states, step, budget.k_max, final_chain, finals), budget,
+                             same, log_features)
+        if d is not None:
+            decisions.append(d)
+        starts += [step + 1] * add
+        if end:
             break
     k = len(starts)
     chosen = final_vote(problem, k, same)
@@ -174,9 +184,11 @@ def plot(lines: Sequence[Line], path, title: str = "") -> None:
         if pts:
             ax.plot([p.tokens for p in pts], [p.accuracy for p in pts], style, markersize=4,
                     label="fixed k" if name == "fixed" else "beta sweep")
-    for name, pts in groups["other"].items():
+    for i, (name, pts) in enumerate(groups["other"].items()):
         pts = sorted(pts, key=lambda ln: ln.tokens)
-        ax.plot([p.tokens for p in pts], [p.accuracy for p in pts], "^-" if len(pts) > 1 else "^", markersize=6,
+        marker = "^vDPX*"[i % 6]
+        ax.plot([p.tokens for p in pts], [p.accuracy for p in pts], marker + ("-" if len(pts) > 1 else ""),
+                markersize=6,
                 label=name + (" sweep" if len(pts) > 1 else ""))
     ax.set_xlabel("generated tokens per problem (mean)")
     ax.set_ylabel("majority-vote accuracy")
