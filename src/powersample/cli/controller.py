@@ -45,11 +45,13 @@ def _problems(args):
     from ..dynamic.log import load_log
     from ..dynamic.replay import Budget
     from ..dynamic.vote import equivalence
+    from ..errors import check
     from ..evaluation.config import parse_shard
 
     i, n = parse_shard(args.split)
     task, problems = load_log(args.runs)
     problems = sorted(problems, key=lambda p: p.id)[i::n]
+    check(len(problems) > 0, f"--split {args.split} selects none of the problems", "split", args.split)
     return problems, equivalence(task), Budget(args.k_min, args.k_step, args.k_max, args.decide)
 
 
