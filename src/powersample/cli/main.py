@@ -16,6 +16,7 @@ COMMANDS = {
     "eval": ("powersample.cli.eval", "run a benchmark task and grade every sample"),
     "report": ("powersample.cli.report", "accuracy, pass@k and plots for one or more eval runs"),
     "gym": ("powersample.cli.gym", "the reasoning gym: build data, train the shipped model"),
+    "controller": ("powersample.cli.controller", "Dynamic Power Sampling: train and replay controllers"),
 }
 
 

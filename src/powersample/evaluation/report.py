@@ -70,6 +70,7 @@ class Summary:
     accuracy: float | None
     ci95: tuple[float, float] | None
     pass_at_k: dict[int, float]
+    maj_at_k: dict[int, float]  # the vote over samples 0..k-1 is right (dynamic/vote.py), k = 2..K
     tokens_per_problem: float  # every generated token, rejected proposals included, summed over samples
     tokens_per_sample: float
     seconds_per_problem: float
@@ -174,13 +175,30 @@ def summarize(run: Run, label: str | None = None) -> Summary:
         samples_per_problem=min((len(v) for v in by_problem.values()), default=0), rows=len(run.rows),
         graded=len(graded), correct=correct, accuracy=correct / len(graded) if graded else None,
         ci95=wilson(correct, len(graded)) if graded else None,
-        pass_at_k={k: mean_pass_at_k(counts, k) for k in range(1, k_max + 1)},
+        pass_at_k={k: mean_pass_at_k(counts, k) for k in range(1, k_max + 1)}, maj_at_k=majority_at_k(run, k_max),
         tokens_per_problem=_mean(sum(r.get("tokens_generated", 0) for r in v) for v in by_problem.values()),
         tokens_per_sample=_mean(r.get("tokens_generated", 0) for r in run.rows),
         seconds_per_problem=_mean(_mean(r.get("seconds", 0.0) for r in v) for v in by_problem.values()),
         grader_errors=sum(bool(r.get("grader_error")) for r in run.rows),
         unfinished=sum(r.get("finished") is False for r in run.rows),
         shards_missing=run.shards_missing, checkpoint_curve=checkpoint_curve(run.rows))
+
+
+def majority_at_k(run: Run, k_max: int) -> dict[int, float]:
+    """maj@k for k = 2..k_max over the problems whose samples are all graded; {} for tasks without
+    answers to compare (code, AlpacaEval) or a task this version does not know."""
+    from ..dynamic.vote import equivalence, maj_at_k
+    from ..tasks import get_task
+
+    try:
+        same = equivalence(get_task(run.config.get("task", "?"), **(run.config.get("task_options") or {})))
+    except PowerSampleError:
+        return {}
+    by_problem: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in run.rows:
+        by_problem[r["id"]].append(r)
+    graded = [v for v in by_problem.values() if all(r.get("correct") is not None for r in v)]
+    return {k: maj_at_k(graded, same, k) for k in range(2, k_max + 1)}
 
 
 def checkpoint_curve(rows: Sequence[dict[str, Any]]) -> list[tuple[float, float]]:
@@ -274,13 +292,16 @@ def report(dirs: Sequence[str | Path]) -> list[Summary]:
 def format_table(summaries: Sequence[Summary]) -> str:
     """A Markdown table, one run per row: accuracy [95% CI], pass@k (k = 1, 2, 4, ... and K), cost."""
     ks = sorted({k for s in summaries for k in s.pass_at_k if k & (k - 1) == 0 or k == max(s.pass_at_k)})
+    majs = [k for k in ks if any(k in s.maj_at_k for s in summaries)]
     head = ["run", "task", "problems", "samples", "accuracy [95% CI]", *[f"pass@{k}" for k in ks],
+            *[f"maj@{k}" for k in majs],
             "tokens/problem", "s/problem", "grader errors", "no EOS"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summaries:
         acc = "—" if s.accuracy is None else f"{s.accuracy:.3f} [{s.ci95[0]:.3f}, {s.ci95[1]:.3f}]"
         cells = [s.label, s.task, str(s.problems), str(s.samples_per_problem), acc,
                  *[f"{s.pass_at_k[k]:.3f}" if k in s.pass_at_k else "" for k in ks],
+                 *[f"{s.maj_at_k[k]:.3f}" if k in s.maj_at_k else "" for k in majs],
                  f"{s.tokens_per_problem:.0f}", f"{s.seconds_per_problem:.2f}", str(s.grader_errors),
                  str(s.unfinished)]
         lines.append("| " + " | ".join(cells) + " |")
