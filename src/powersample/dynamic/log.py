@@ -97,8 +97,8 @@ def load_log(run_dirs: Sequence[str | Path]) -> tuple[Task, list[LoggedProblem]]
             if pid in where:
                 raise PowerSampleError(f"problem {pid!r} is in both {where[pid]} and {d}", "run", str(d))
             where[pid] = d
-            rs.sort(key=lambda r: r["sample"])
-            if [r["sample"] for r in rs] != list(range(len(rs))):
+            rs.sort(key=lambda r: r["sample_index"])
+            if [r["sample_index"] for r in rs] != list(range(len(rs))):
                 raise PowerSampleError(f"{d}: problem {pid!r} lacks some samples (resume the run)", "run", pid)
             problems.append(LoggedProblem(pid, tuple(chain_from_row(r) for r in rs)))
     ks = {len(p.chains) for p in problems}

@@ -19,7 +19,7 @@ Same = Callable[[str, str], bool]
 
 def equivalence(task: Task) -> Same:
     """`same(a, b)`: the task judges b right when a is the gold answer (memoised; a grader error: not same)."""
-    if not task.graded or type(task).check is Task.check:
+    if type(task).check is Task.check:  # no answer checking (AlpacaEval, HumanEval): nothing to vote on
         raise PowerSampleError(f"task {task.name!r} has no answers to compare, so its chains cannot vote", "task",
                                task.name)
     memo: dict[tuple[str, str], bool] = {}
@@ -81,7 +81,7 @@ def maj_at_k(rows_by_problem: Sequence[Sequence[dict]], same: Same, k: int) -> f
     """Share of problems whose vote over samples 0..k-1 (graded rows: `extracted`, `logp`, `correct`) is right."""
     hits = []
     for rows in rows_by_problem:
-        first = sorted(rows, key=lambda r: r["sample"])[:k]
+        first = sorted(rows, key=lambda r: r["sample_index"])[:k]
         chosen = majority([r.get("extracted") for r in first], [r["logp"] for r in first], same)
         hits.append(bool(first[chosen].get("correct")))
     return sum(hits) / len(hits) if hits else float("nan")
