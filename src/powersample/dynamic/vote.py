@@ -19,7 +19,7 @@ Same = Callable[[str, str], bool]
 
 def equivalence(task: Task) -> Same:
     """`same(a, b)`: the task judges b right when a is the gold answer (memoised; a grader error: not same)."""
-    if not task.graded or type(task).check is Task.check:
+    if type(task).check is Task.check:  # no answers to compare (HumanEval, AlpacaEval grade whole outputs)
         raise PowerSampleError(f"task {task.name!r} has no answers to compare, so its chains cannot vote", "task",
                                task.name)
     memo: dict[tuple[str, str], bool] = {}
