@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 from ..errors import check
 from ..samplers.params import PowerParams
-from ..samplers.registry import Method
 from ..samplers.power import suffix_log_ratio
+from ..samplers.registry import Method
 from ..samplers.result import Result
 from ..samplers.scheduler import run_chains
 from .controllers import Oracle, make_controller
