@@ -128,7 +128,8 @@ def test_chains_do_not_depend_on_how_many_run():
     two = powersample.sample("gym", ["Q:123+456\n"], num_samples=2, **kw)
     four = powersample.sample("gym", ["Q:123+456\n"], num_samples=4, **kw)
     for a, b in zip(two, four[:2], strict=True):
-        assert (a.token_ids, a.tokens_generated, a.logp) == (b.token_ids, b.tokens_generated, b.logp)
+        assert (a.token_ids, a.tokens_generated) == (b.token_ids, b.tokens_generated)
+        assert a.logp == pytest.approx(b.logp, abs=1e-5)  # float32 sums move with the batch's shape
 
 
 # --- controllers ------------------------------------------------------------------------------------

@@ -82,7 +82,8 @@ def dynamic_sample(engine, prompts: list[list[int]], seeds: list[int], params: D
 
     def more(r: Result) -> list[int]:
         i = r.prompt_index
-        done[i][r.sample_index] = (r, chain_state(r, extract(r.text or engine.decode(r.token_ids))))
+        text = r.text if r.text is not None else " ".join(map(str, r.token_ids))  # (an engine without tokenizer)
+        done[i][r.sample_index] = (r, chain_state(r, extract(text)))
         k = len(starts[i])
         if len(done[i]) < k:
             return []  # asked only once every chain started so far has ended

@@ -60,7 +60,8 @@ def chain_from_row(row: dict) -> Chain:
                          cp.get("acceptance_rate"), cp.get("mean_entropy"), cp.get("mean_top1"), False)
               for cp in cps[:-1]]
     last = cps[-1] if cps else {}
-    states.append(ChainState(row.get("extracted"), row.get("correct"), row["logp"], row["tokens"],
+    tokens = row["tokens"] if "tokens" in row else len(row["token_ids"])  # format 1 had `tokens`, 2 has the ids
+    states.append(ChainState(row.get("extracted"), row.get("correct"), row["logp"], tokens,
                              row["tokens_generated"], row.get("acceptance_rate"), last.get("mean_entropy"),
                              last.get("mean_top1"), True))
     return Chain(tuple(states))
@@ -97,8 +98,8 @@ def load_log(run_dirs: Sequence[str | Path]) -> tuple[Task, list[LoggedProblem]]
             if pid in where:
                 raise PowerSampleError(f"problem {pid!r} is in both {where[pid]} and {d}", "run", str(d))
             where[pid] = d
-            rs.sort(key=lambda r: r["sample"])
-            if [r["sample"] for r in rs] != list(range(len(rs))):
+            rs.sort(key=lambda r: r["sample_index"])
+            if [r["sample_index"] for r in rs] != list(range(len(rs))):
                 raise PowerSampleError(f"{d}: problem {pid!r} lacks some samples (resume the run)", "run", pid)
             problems.append(LoggedProblem(pid, tuple(chain_from_row(r) for r in rs)))
     ks = {len(p.chains) for p in problems}

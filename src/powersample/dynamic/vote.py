@@ -15,6 +15,7 @@ from ..errors import PowerSampleError
 from ..tasks.base import Problem, Task
 
 Same = Callable[[str, str], bool]
+LOGP_DIGITS = 4  # log p is compared to 1e-4 nats: batch composition moves float32 sums by ~1e-6
 
 
 def equivalence(task: Task) -> Same:
@@ -54,13 +55,18 @@ def clusters(answers: Sequence[str | None], same: Same) -> list[int | None]:
 
 
 def vote_counts(answers: Sequence[str | None], logps: Sequence[float], same: Same) -> list[tuple[int, float, int]]:
-    """(votes, best log p, best chain) per cluster, leading cluster first (ties: the higher log p)."""
+    """(votes, best log p, best chain) per cluster, leading cluster first (ties: the higher log p).
+
+    Log p is compared rounded to LOGP_DIGITS: the same completion scored in another batch differs in
+    the last float digits, and a tie between copies of one completion must go to the first chain
+    whatever batch ran it (so a live dynamic run picks the chain its replay picks)."""
     best: dict[int, tuple[int, float, int]] = {}
     for j, c in enumerate(clusters(answers, same)):
         if c is None:
             continue
         n, lp, chain = best.get(c, (0, -float("inf"), -1))
-        best[c] = (n + 1, lp, chain) if logps[j] <= lp else (n + 1, logps[j], j)
+        lpj = round(logps[j], LOGP_DIGITS)
+        best[c] = (n + 1, lp, chain) if lpj <= lp else (n + 1, lpj, j)
     return sorted(best.values(), key=lambda t: (-t[0], -t[1], t[2]))
 
 
@@ -81,7 +87,7 @@ def maj_at_k(rows_by_problem: Sequence[Sequence[dict]], same: Same, k: int) -> f
     """Share of problems whose vote over samples 0..k-1 (graded rows: `extracted`, `logp`, `correct`) is right."""
     hits = []
     for rows in rows_by_problem:
-        first = sorted(rows, key=lambda r: r["sample"])[:k]
+        first = sorted(rows, key=lambda r: r["sample_index"])[:k]
         chosen = majority([r.get("extracted") for r in first], [r["logp"] for r in first], same)
         hits.append(bool(first[chosen].get("correct")))
     return sum(hits) / len(hits) if hits else float("nan")
