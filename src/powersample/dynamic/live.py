@@ -99,8 +99,13 @@ def dynamic_sample(engine, prompts: list[list[int]], seeds: list[int], params: D
                         "steps": step, "decisions": decisions[i]})
         return list(range(k, k + add))
 
+    def handed(r: Result) -> None:
+        r.method = "dynamic"  # (the scheduler's Results say "power")
+        if on_result is not None:
+            on_result(r)
+
     return run_chains(engine, prompts, seeds, params, suffix_log_ratio, num_samples=budget.k_min, rows=rows,
-                      progress=progress, on_result=on_result, max_batch_tokens=max_batch_tokens, more=more)
+                      progress=progress, on_result=handed, max_batch_tokens=max_batch_tokens, more=more)
 
 
 DYNAMIC = Method(DynamicParams, dynamic_sample)
