@@ -15,6 +15,7 @@ from powersample.dynamic.replay import Budget, replay
 from powersample.dynamic.vote import equivalence
 from powersample.engine.toy import ToyEngine
 from powersample.errors import PowerSampleError
+from powersample.evaluation.report import report
 from powersample.samplers.params import PowerParams
 from powersample.samplers.power import power_sample, suffix_log_ratio
 from powersample.samplers.scheduler import run_chains
@@ -78,8 +79,11 @@ def test_live_dynamic_equals_the_replay_of_a_fixed_run(tmp_path):
               "--mcmc-steps", "2", "--block-size", "16", "--max-new-tokens", "48", "--seed", "5", "--batch-size",
               "4", "--grade-workers", "1", "--device", "cpu", "--no-progress"]
     assert main(common + ["--method", "power", "--samples-per-problem", "8", "--out", str(tmp_path / "k8")]) == 0
-    task, problems = load_log([tmp_path / "k8"])
+    task, problems = load_log([tmp_path / "k8"])  # eval's rows as written today (format 2) read back
     same = equivalence(task)
+    [summary] = report([tmp_path / "k8"])  # maj@8 = replaying fixed k_max
+    fixed = replay(problems, make_controller("fixed"), Budget(), same)
+    assert summary.maj_at_k[8] == sum(o.correct for o in fixed) / len(fixed)
     seen_k = set()
     for spec in ("beta:0.9", "agreement"):
         out = tmp_path / spec.replace(":", "-")
