@@ -24,7 +24,8 @@ def model():
 
 @pytest.mark.parametrize("method", METHODS.names())
 def test_every_method_returns_scored_completions(model, method):
-    res = powersample.sample(model, PROMPTS, method, seed=3, num_samples=2, **SMALL)
+    extra = {"controller": "fixed:2"} if method == "dynamic" else {}  # dynamic: its controller says 2 chains
+    res = powersample.sample(model, PROMPTS, method, seed=3, num_samples=2, **SMALL, **extra)
     assert [(r.prompt_index, r.sample_index) for r in res] == [(i, j) for i in range(3) for j in range(2)]
     for r in res:
         assert 1 <= len(r.token_ids) <= 12 and r.method == method and r.text is None
@@ -103,6 +104,7 @@ def test_a_registered_method_is_reachable_everywhere(model, monkeypatch, capsys)
     monkeypatch.setitem(METHODS._entries, "my-method", Method(TemperatureParams, temperature_sample))
     res = powersample.sample(model, PROMPTS, "my-method", seed=0, **SMALL)
     assert len(res) == 3
+    monkeypatch.setenv("COLUMNS", "300")  # argparse wraps the method list (and may break at "my-")
     for command in ("eval", "generate", "demo"):
         with pytest.raises(SystemExit):
             main([command, "--help"])

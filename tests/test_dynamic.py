@@ -30,7 +30,7 @@ def chain_row(pid, sample, answers, gold, tokens=10, logp=-1.0):
     cps = [{"block": b + 1, "answer": a, "correct": a == gold, "tokens": 5 * (b + 1),
             "tokens_generated": tokens * (b + 1), "logp": logp, "acceptance_rate": 0.5, "mean_entropy": 0.3,
             "mean_top1": 0.8, "seconds": 0.1} for b, a in enumerate(answers)]
-    return {"id": pid, "sample_index": sample, "correct": answers[-1] == gold, "extracted": answers[-1],
+    return {"id": pid, "sample": sample, "correct": answers[-1] == gold, "extracted": answers[-1],
             "reason": "", "grader_error": False, "finished": True, "tokens": 5 * len(answers),
             "tokens_generated": tokens * len(answers), "logp": logp, "seconds": 0.1, "acceptance_rate": 0.5,
             "stats": {}, "completion": "", "checkpoints": cps}
@@ -129,8 +129,7 @@ def test_chains_do_not_depend_on_how_many_run():
     four = powersample.sample("gym", ["Q:123+456\n"], num_samples=4, **kw)
     for a, b in zip(two, four[:2], strict=True):
         assert (a.token_ids, a.tokens_generated) == (b.token_ids, b.tokens_generated)
-        # log p is float32 arithmetic in a batch of another shape: equal up to rounding
-        assert a.logp == pytest.approx(b.logp, abs=1e-5)
+        assert a.logp == pytest.approx(b.logp, abs=1e-5)  # float32 sums move with the batch's shape
 
 
 # --- controllers ------------------------------------------------------------------------------------
@@ -205,7 +204,7 @@ def test_bad_logs(tmp_path):
     no_cps = [dict(r, checkpoints=[]) for r in fixture_rows()]
     with pytest.raises(PowerSampleError, match="no answers at checkpoints"):
         load_log([write_run(tmp_path / "nocp", no_cps)])
-    short = [r for r in fixture_rows() if not (r["id"] == "B" and r["sample_index"] == 7)]
+    short = [r for r in fixture_rows() if not (r["id"] == "B" and r["sample"] == 7)]
     with pytest.raises(PowerSampleError, match="problems have \\[7, 8\\] chains"):
         load_log([write_run(tmp_path / "short", short)])
 

@@ -74,6 +74,8 @@ def add_sampler_arguments(p: argparse.ArgumentParser, method: bool = True, **def
         flag("temperature", float, "sampling temperature (temperature, best-of-n; power: the proposal's)",
              "1; power: 1/alpha")
         flag("n", int, "best-of-n: candidates per sample", "8")
+        s.add_argument("--controller", help="dynamic: NAME[:ARG] that decides when a problem has enough chains, "
+                       "e.g. beta:0.9, gbdt:ctrl.skops (default beta:0.95; docs/dynamic.md)")
         s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                        help="any other setting of the method or of model loading, e.g. particles=16, "
                             "top_p=0.95, stop_at_eos=false, eos_token_id=2 (value read as JSON if it is); "
@@ -87,7 +89,7 @@ def sampler_settings(args: argparse.Namespace) -> dict:
     """The method's settings the flags give (not yet validated: make_params does that): the flags
     set, then --option pairs. A setting given both ways is an error, not a silent override."""
     given = {name: getattr(args, name) for name in ("alpha", "mcmc_steps", "max_new_tokens", "block_size",
-                                                    "temperature", "n", "gguf_file", "engine")
+                                                    "temperature", "n", "controller", "gguf_file", "engine")
              if getattr(args, name, None) is not None}
     from ..evaluation.config import RESERVED_OPTIONS
 

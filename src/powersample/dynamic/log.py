@@ -60,7 +60,8 @@ def chain_from_row(row: dict) -> Chain:
                          cp.get("acceptance_rate"), cp.get("mean_entropy"), cp.get("mean_top1"), False)
               for cp in cps[:-1]]
     last = cps[-1] if cps else {}
-    states.append(ChainState(row.get("extracted"), row.get("correct"), row["logp"], row["tokens"],
+    tokens = row["tokens"] if "tokens" in row else len(row["token_ids"])  # format 1 had `tokens`, 2 has the ids
+    states.append(ChainState(row.get("extracted"), row.get("correct"), row["logp"], tokens,
                              row["tokens_generated"], row.get("acceptance_rate"), last.get("mean_entropy"),
                              last.get("mean_top1"), True))
     return Chain(tuple(states))

@@ -15,11 +15,12 @@ from ..errors import PowerSampleError
 from ..tasks.base import Problem, Task
 
 Same = Callable[[str, str], bool]
+LOGP_DIGITS = 4  # log p is compared to 1e-4 nats: batch composition moves float32 sums by ~1e-6
 
 
 def equivalence(task: Task) -> Same:
     """`same(a, b)`: the task judges b right when a is the gold answer (memoised; a grader error: not same)."""
-    if type(task).check is Task.check:  # no answer checking (AlpacaEval, HumanEval): nothing to vote on
+    if type(task).check is Task.check:  # no answers to compare (HumanEval, AlpacaEval grade whole outputs)
         raise PowerSampleError(f"task {task.name!r} has no answers to compare, so its chains cannot vote", "task",
                                task.name)
     memo: dict[tuple[str, str], bool] = {}
@@ -54,13 +55,18 @@ def clusters(answers: Sequence[str | None], same: Same) -> list[int | None]:
 
 
 def vote_counts(answers: Sequence[str | None], logps: Sequence[float], same: Same) -> list[tuple[int, float, int]]:
-    """(votes, best log p, best chain) per cluster, leading cluster first (ties: the higher log p)."""
+    """(votes, best log p, best chain) per cluster, leading cluster first (ties: the higher log p).
+
+    Log p is compared rounded to LOGP_DIGITS: the same completion scored in another batch differs in
+    the last float digits, and a tie between copies of one completion must go to the first chain
+    whatever batch ran it (so a live dynamic run picks the chain its replay picks)."""
     best: dict[int, tuple[int, float, int]] = {}
     for j, c in enumerate(clusters(answers, same)):
         if c is None:
             continue
         n, lp, chain = best.get(c, (0, -float("inf"), -1))
-        best[c] = (n + 1, lp, chain) if logps[j] <= lp else (n + 1, logps[j], j)
+        lpj = round(logps[j], LOGP_DIGITS)
+        best[c] = (n + 1, lp, chain) if lpj <= lp else (n + 1, lpj, j)
     return sorted(best.values(), key=lambda t: (-t[0], -t[1], t[2]))
 
 

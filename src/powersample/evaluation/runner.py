@@ -125,6 +125,12 @@ def _run(config: EvalConfig, task: Task, selected: list[Problem], store: RunStor
     k = config.samples_per_problem
     done = store.done()
     todo = [p for p in selected if any((p.id, j) not in done for j in range(k))]
+    dynamic = config.method == "dynamic"  # chains per problem chosen live: a problem is done once recorded
+    if dynamic:
+        from ..dynamic.live import eval_options
+
+        dyn_options, recorded = eval_options(config, task, selected, store.dir)
+        todo = [p for p in selected if p.id not in recorded]
     # powersample.sample hands a continuously batched method's samples over as their chains finish
     stream = sample_fn is None and continuously_batched(config.method)
     missing = sum(1 for p in todo for j in range(k) if (p.id, j) not in done)
@@ -148,6 +154,8 @@ def _run(config: EvalConfig, task: Task, selected: list[Problem], store: RunStor
             for lo in range(0, len(todo), step):
                 batch = todo[lo: lo + step]
                 kwargs = _sample_kwargs(config, batch)
+                if dynamic:
+                    kwargs.update(dyn_options(batch))
                 submitted: set[tuple[int, int]] = set()
 
                 def submit(r, batch=batch, submitted=submitted):
@@ -159,7 +167,8 @@ def _run(config: EvalConfig, task: Task, selected: list[Problem], store: RunStor
                 if stream:
                     kwargs.update(on_result=submit, batch_size=config.batch_size)
                 results = sample_fn(model, [p.prompt for p in batch], **kwargs)
-                _check_results(results, batch, k)
+                if not dynamic:
+                    _check_results(results, batch, k)
                 for r in sorted(results, key=lambda r: (r.prompt_index, r.sample_index)):
                     if (r.prompt_index, r.sample_index) not in submitted:
                         submit(r)

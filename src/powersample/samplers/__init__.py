@@ -13,6 +13,7 @@ for _name, _attr in (("power", "POWER"), ("temperature", "TEMPERATURE"), ("greed
                      ("low-temperature", "LOW_TEMPERATURE"), ("best-of-n", "BEST_OF_N"), ("smc", "SMC"),
                      ("scalable", "SCALABLE")):
     METHODS.register(_name, f"powersample.samplers.registry:{_attr}")
+METHODS.register("dynamic", "powersample.dynamic.live:DYNAMIC")  # power sampling, chains per problem chosen live
 get_method = METHODS.get
 register = METHODS.register  # add a sampling method: register("mine", Method(MyParams, my_run))
 

@@ -13,6 +13,10 @@ stream (the engine counts a row's draws), and its position and acceptance unifor
 only: alone, in a full batch or joining late, it draws the same tokens.
 
 Each chain's Result is handed to `on_result` the moment the chain finishes (eval writes its row then).
+`more(result)`, if given, is asked next: the sample indices of chains to add to that result's prompt,
+which go to the end of the queue and join the running batch as rows free up (Dynamic Power Sampling:
+dynamic/live.py). Chain j of prompt i has the same seed whenever it runs, so an added chain draws what
+it would have drawn in a fixed run.
 Memory: `max_batch_tokens` caps rows x (longest prompt + T); on CUDA it defaults to what free memory holds
 (`cuda_token_budget`). A forward pass that still runs out of memory halves the rows, with a warning, and
 runs the unfinished chains again from their start: a chain's tokens depend on its seed only, so its
@@ -47,11 +51,12 @@ log = logging.getLogger(__name__)
 def run_chains(engine: Engine, prompts: list[list[int]], seeds: list[int], params: PowerParams,
                log_ratio: Callable, num_samples: int = 1, rows: int | None = None, chunk: int | None = None,
                progress: Callable[[int], None] | None = None, on_result: Callable[[Result], None] | None = None,
-               max_batch_tokens: int | None = None) -> list[Result]:
+               max_batch_tokens: int | None = None, more: Callable[[Result], list[int]] | None = None) -> list[Result]:
     """MH power sampling of `num_samples` chains per prompt on at most `rows` engine rows (default: one
     per chain), fewer if rows x (longest prompt + T) exceeds `max_batch_tokens`. `log_ratio(alpha, track, t,
     proposal_extension)` is the acceptance ratio (power.py). Each Result goes to `on_result` as its chain
-    finishes; all are returned prompt-major, as power_sample returns them."""
+    finishes, then to `more`, whose answer (sample indices) adds chains to its prompt; all are returned
+    prompt-major, as power_sample returns them."""
     queue = [(i, j) for i in range(len(prompts)) for j in range(num_samples)]  # chains, prompt-major
     R = min(rows or len(queue), len(queue))
     if max_batch_tokens is None and engine.device.type == "cuda":
@@ -69,12 +74,16 @@ def run_chains(engine: Engine, prompts: list[list[int]], seeds: list[int], param
         results[c] = result
         if on_result is not None:
             on_result(result)
+        for j in more(result) if more is not None else ():  # added chains wait at the end of the queue
+            queue.append((result.prompt_index, j))
+            blocks[len(queue) - 1] = 0
+            pending.append(len(queue) - 1)  # the list _schedule runs, so they join this very batch
 
     pending = list(range(len(queue)))
     while True:
         try:
             _schedule(engine, prompts, seeds, params, log_ratio, queue, pending, R, chunk, progress, finished,
-                      blocks, tally)
+                      blocks, tally, shrink=more is None)
             break
         except RuntimeError as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
             if "out of memory" not in str(e).lower() or R == 1:
@@ -87,7 +96,7 @@ def run_chains(engine: Engine, prompts: list[list[int]], seeds: list[int], param
             log.warning("out of memory: running the %d unfinished chains again on %d rows (set max_batch_tokens "
                         "to start there)", len(pending), R)
             # (the failed batch's tensors are freed when `e` goes: the allocator reuses their memory)
-    return [results[c] for c in range(len(queue))]
+    return [results[c] for c in sorted(range(len(queue)), key=lambda c: queue[c])]
 
 
 def kv_bytes_per_token(config, dtype_bytes: int) -> int:
@@ -118,11 +127,16 @@ def cuda_token_budget(engine: Engine) -> int | None:
 def _schedule(engine: Engine, prompts: list[list[int]], seeds: list[int], params: PowerParams, log_ratio: Callable,
               queue: list[tuple[int, int]], order: list[int], R: int, chunk: int | None,
               progress: Callable[[int], None] | None, finished: Callable[[int, Result], None],
-              blocks: dict[int, int], tally: list[int]) -> None:
-    """Run chains `order` (indices into `queue`, the (prompt, sample) of each chain) on R rows."""
+              blocks: dict[int, int], tally: list[int], shrink: bool = True) -> None:
+    """Run chains `order` (indices into `queue`, the (prompt, sample) of each chain) on R rows; chains
+    appended to `order` while it runs join too. `shrink`: drop idle rows once the queue runs dry (not
+    where chains may still be added: they would find fewer rows)."""
     t0 = time.perf_counter()
     dev = engine.device
-    chain_seed = [rng.derive_seeds(seeds[i], "chain", j) for i, j in queue]  # as chains.fan_out derives them
+    def chain_seed(c: int) -> int:
+        i, j = queue[c]
+        return rng.derive_seeds(seeds[i], "chain", j)  # as chains.fan_out derives them
+
     R = min(R, len(order))
     chunk = chunk or (_CHUNK_CPU if dev.type == "cpu" else _CHUNK_GPU)
     N, T, B, alpha, proposal = params.mcmc_steps, params.max_new_tokens, params.block_size, params.alpha, \
@@ -134,7 +148,7 @@ def _schedule(engine: Engine, prompts: list[list[int]], seeds: list[int], params
     distinct = sorted(set(first))
     seqs = engine.start([prompts[i] for i in distinct], [seeds[i] for i in distinct])
     parent = torch.tensor([distinct.index(i) for i in first], device=dev)
-    seqs = engine.select(seqs, parent, seeds=torch.tensor([chain_seed[c] for c in order[:R]], device=dev))
+    seqs = engine.select(seqs, parent, seeds=torch.tensor([chain_seed(c) for c in order[:R]], device=dev))
     track = Track(R, T, dev)  # each row's current completion
     prop = Track(R, T, dev)  # each row's proposal in flight, from its cut position on
     zeros = torch.zeros(R, dtype=torch.long, device=dev)
@@ -145,7 +159,7 @@ def _schedule(engine: Engine, prompts: list[list[int]], seeds: list[int], params
         cut=zeros.clone(),  # an MH step's position t (completion tokens kept)
         cut_now=torch.zeros(R, dtype=torch.bool, device=dev),  # the task starts with a cut at the next call
         proposed=zeros.clone(), accepted=zeros.clone())
-    checkpoints: dict[int, list] = {c: [] for c in order}
+    checkpoints: dict[int, list] = {c: [] for c in order[:R]}  # (joining chains get theirs then)
     started = {c: t0 for c in order[:R]}  # when each chain took its row
     next_chain = R  # position in `order` of the next chain to join
 
@@ -239,8 +253,9 @@ def _schedule(engine: Engine, prompts: list[list[int]], seeds: list[int], params
             new = order[next_chain: next_chain + len(free)]
             next_chain += len(free)
             idx = torch.tensor(free, device=dev)
-            engine.join(seqs, idx, [prompts[queue[c][0]] for c in new], [chain_seed[c] for c in new])
+            engine.join(seqs, idx, [prompts[queue[c][0]] for c in new], [chain_seed(c) for c in new])
             started.update(dict.fromkeys(new, time.perf_counter()))
+            checkpoints.update({c: [] for c in new})
             joined = torch.zeros(len(seqs), dtype=torch.bool, device=dev)
             joined[idx] = True
             row.chain[idx] = torch.tensor(new, device=dev)
@@ -249,7 +264,7 @@ def _schedule(engine: Engine, prompts: list[list[int]], seeds: list[int], params
             row.left = torch.where(joined, min(B, T), row.left)
             row.proposed.masked_fill_(joined, 0)
             row.accepted.masked_fill_(joined, 0)
-        elif free and len(free) * 16 >= len(seqs) and len(free) < len(seqs):
+        elif shrink and free and len(free) * 16 >= len(seqs) and len(free) < len(seqs):
             # the queue ran dry: drop idle rows, so that forward passes carry (almost) only working rows
             index = (row.chain >= 0).nonzero().flatten()
             seqs = engine.shrink(seqs, index)

@@ -1,0 +1,116 @@
+"""Live Dynamic Power Sampling (dynamic/live.py): the controller's budget, chains joining the running
+batch, and the key property: a live run = the replay of the same controller on a fixed k_max run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from powersample.cli.main import main
+from powersample.dynamic.controllers import make_controller
+from powersample.dynamic.live import DynamicParams, dynamic_sample
+from powersample.dynamic.log import load_log
+from powersample.dynamic.replay import Budget, replay
+from powersample.dynamic.vote import equivalence
+from powersample.engine.toy import ToyEngine
+from powersample.errors import PowerSampleError
+from powersample.evaluation.report import report
+from powersample.samplers.params import PowerParams
+from powersample.samplers.power import power_sample, suffix_log_ratio
+from powersample.samplers.scheduler import run_chains
+
+PROMPTS = [[0, 2], [0, 3, 4], [0], [0, 5]]
+SEEDS = [11, 12, 13, 14]
+POWER = dict(alpha=4.0, mcmc_steps=3, max_new_tokens=9, block_size=3, temperature=1.0)
+
+
+def _engine():
+    return ToyEngine.random(6, seed=3, scale=2.0, eos_token_ids=[1])
+
+
+def _summary(r):
+    return (r.prompt_index, r.sample_index, r.token_ids, r.tokens_generated, r.logp,
+            [(c.block, c.token_ids, c.tokens_generated) for c in r.checkpoints])
+
+
+@pytest.mark.parametrize("spec, k", [("fixed:2", 2), ("fixed", 8)])
+def test_enough_uses_k_min_and_never_enough_reaches_k_max(spec, k):
+    records = []
+    res = dynamic_sample(_engine(), PROMPTS, SEEDS, DynamicParams(controller=spec, **POWER), rows=6,
+                         on_problem=records.append)
+    assert sorted((r.prompt_index, r.sample_index) for r in res) == [(i, j) for i in range(4) for j in range(k)]
+    assert sorted(rec["prompt_index"] for rec in records) == [0, 1, 2, 3]
+    for rec in records:
+        assert rec["k"] == k and len(rec["decisions"]) == k // 2  # asked at k = 2, 4, ..., k
+        assert [d["enough"] for d in rec["decisions"]] == [False] * (k // 2 - 1) + [True]
+        assert rec["tokens"] == sum(r.tokens_generated for r in res if r.prompt_index == rec["prompt_index"])
+
+
+def test_chains_added_mid_run_join_without_changing_the_others():
+    """Chains a callback adds join the running batch (on 3 rows: they share it with other prompts'
+    first chains), earlier chains draw what they draw without them, and every chain draws what it
+    draws in a fixed run of all of them."""
+    params = PowerParams(**POWER)
+    added = []
+
+    def more(r):  # prompt 0 and 3: when their chain 0 ends, add chains 2 and 3
+        if r.prompt_index in (0, 3) and r.sample_index == 0:
+            added.append(r.prompt_index)
+            return [2, 3]
+        return []
+
+    grown = run_chains(_engine(), PROMPTS, SEEDS, params, suffix_log_ratio, num_samples=2, rows=3, more=more)
+    plain = run_chains(_engine(), PROMPTS, SEEDS, params, suffix_log_ratio, num_samples=2, rows=3)
+    full = power_sample(_engine(), PROMPTS, SEEDS, params, num_samples=4)
+    assert added == [0, 3] or added == [3, 0]
+    keys = [(r.prompt_index, r.sample_index) for r in grown]
+    assert keys == sorted(keys) and len(grown) == 4 + 2 + 2 + 4  # prompt-major; prompts 0 and 3 grew
+    firsts = [r for r in grown if r.sample_index < 2]
+    assert [_summary(r) for r in firsts] == [_summary(r) for r in plain]
+    by_key = {(r.prompt_index, r.sample_index): r for r in full}
+    assert all(_summary(r) == _summary(by_key[r.prompt_index, r.sample_index]) for r in grown)
+
+
+def test_live_dynamic_equals_the_replay_of_a_fixed_run(tmp_path):
+    """The key property: the same controller, live or replayed on a fixed k_max = 8 run with the same
+    seeds, makes the same decisions (same features) and gives the same answers, chains and tokens."""
+    common = ["eval", "--task", "gym-mixed", "--model", "gym-mixed", "--task-option", "count=1", "--alpha", "4",
+              "--mcmc-steps", "2", "--block-size", "16", "--max-new-tokens", "48", "--seed", "5", "--batch-size",
+              "4", "--grade-workers", "1", "--device", "cpu", "--no-progress"]
+    assert main(common + ["--method", "power", "--samples-per-problem", "8", "--out", str(tmp_path / "k8")]) == 0
+    task, problems = load_log([tmp_path / "k8"])  # eval's rows as written today (format 2) read back
+    same = equivalence(task)
+    [summary] = report([tmp_path / "k8"])  # maj@8 = replaying fixed k_max
+    fixed = replay(problems, make_controller("fixed"), Budget(), same)
+    assert summary.maj_at_k[8] == sum(o.correct for o in fixed) / len(fixed)
+    seen_k = set()
+    for spec in ("beta:0.9", "agreement"):
+        out = tmp_path / spec.replace(":", "-")
+        assert main(common + ["--method", "dynamic", "--controller", spec, "--out", str(out)]) == 0
+        live = {r["id"]: r for r in map(json.loads, (out / "dynamic.jsonl").read_text().splitlines())}
+        replayed = replay(problems, make_controller(spec), Budget(), same, log_features=True)
+        assert sorted(live) == sorted(o.id for o in replayed) and len(live) == 4
+        for o in replayed:
+            rec = live[o.id]
+            assert (rec["k"], rec["chosen"], rec["tokens"], rec["steps"]) == (o.k, o.chosen, o.tokens, o.steps)
+            assert rec["answer"] == next(p for p in problems if p.id == o.id).chains[o.chosen].final.answer
+            # the same decisions on the same features (log p and entropies: to float32 noise, since the
+            # batch a chain runs in moves the last digits of its sums; its tokens are the same)
+            assert [(d["step"], d["k"], d["enough"]) for d in rec["decisions"]] == \
+                [(d["step"], d["k"], d["enough"]) for d in o.decisions]
+            for a, b in zip(rec["decisions"], o.decisions, strict=True):
+                assert a["features"] == pytest.approx(b["features"], rel=1e-5, abs=1e-6)
+            seen_k.add(o.k)
+        rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+        assert len(rows) == sum(o.k for o in replayed)  # one row per chain used, as eval writes samples
+    assert len(seen_k) > 1, f"not vacuous: problems should escalate differently, got k in {seen_k}"
+
+
+def test_bad_dynamic_settings():
+    with pytest.raises(PowerSampleError, match="cannot run live"):
+        DynamicParams(controller="oracle")
+    with pytest.raises(PowerSampleError, match="unknown controller"):
+        DynamicParams(controller="bogus")
+    with pytest.raises(PowerSampleError, match="k_min"):
+        DynamicParams(k_min=9)
