@@ -6,6 +6,7 @@ own tests can then compare against numbers that did not come from the engine.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -60,8 +61,10 @@ def _draw_batch(model, prompts, forced, temperature, max_new_tokens, gen) -> lis
     device = next(model.parameters()).device
     ids = torch.tensor(prompts, device=device)
     n = ids.shape[0]
+    # transformers 5 names the KV-cache argument `cache` (past_key_values warns); 4.x only knows past_key_values
+    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     out = model(input_ids=ids, use_cache=True)
-    past, logits = out.past_key_values, out.logits[:, -1].float()
+    past, logits = out[cache_arg], out.logits[:, -1].float()
     done = torch.zeros(n, dtype=torch.bool, device=device)
     logp = torch.zeros(n, dtype=torch.float64, device=device)
     steps = []
@@ -80,8 +83,8 @@ def _draw_batch(model, prompts, forced, temperature, max_new_tokens, gen) -> lis
         done |= nxt == EOS_ID
         if bool(done.all()):
             break
-        out = model(input_ids=nxt[:, None], past_key_values=past, use_cache=True)
-        past, logits = out.past_key_values, out.logits[:, -1].float()
+        out = model(input_ids=nxt[:, None], use_cache=True, **{cache_arg: past})
+        past, logits = out[cache_arg], out.logits[:, -1].float()
     toks = torch.stack(steps, 1).tolist()
     draws = []
     for r in range(n):
