@@ -1,0 +1,113 @@
+"""`eval --ray` (issue 12): problems spread over Ray workers give the rows of a single-process run,
+whatever dies on the way. One local cluster (2 CPUs) serves the whole module."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from powersample.errors import PowerSampleError
+from powersample.evaluation import EvalConfig, run_eval
+from powersample.evaluation.store import read_rows
+
+ray = pytest.importorskip("ray")
+
+SETTINGS = dict(task="gym", model="gym", method="power", samples_per_problem=2, limit=6, grade_workers=0,
+                sampler={"alpha": 4.0, "mcmc_steps": 2, "max_new_tokens": 12, "block_size": 4})
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local_rows(tmp_path_factory):
+    out = tmp_path_factory.mktemp("local")
+    run_eval(EvalConfig(out=str(out), **SETTINGS), progress=False)
+    return _by_key(read_rows(out))
+
+
+def _by_key(rows):
+    """What a row says about its sample. log p is rounded: a problem's batch shape differs between the
+    runs (alone on a worker vs. with the others), which moves float32 sums in the 7th digit."""
+    return {(r["id"], r["sample_index"]): (r["text"], r["token_ids"], round(r["logp"], 4), r["correct"])
+            for r in rows}
+
+
+def test_ray_gives_the_rows_of_a_single_process_run(cluster, local_rows, tmp_path):
+    summary = run_eval(EvalConfig(out=str(tmp_path), ray="", workers=2, **SETTINGS), progress=False)
+    rows = read_rows(tmp_path)
+    assert len(rows) == summary.rows_total == 12
+    assert _by_key(rows) == local_rows
+    info = json.loads((tmp_path / "run.json").read_text())["ray"]
+    assert info["workers"] == 2 and info["device"] == "CPU"
+    assert sum(w["samples"] for w in info["per_worker"]) == 12
+
+
+def test_a_dead_worker_loses_nothing_and_duplicates_nothing(cluster, local_rows, tmp_path):
+    marker = str(tmp_path / "died")  # a worker dies once, on the first chunk it is given
+
+    def dying_sample(model, prompts, **kwargs):
+        import os
+
+        import powersample
+
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)  # the worker process is gone mid-problem, as if killed or out of memory
+        return powersample.sample(model, prompts, **kwargs)
+
+    out = tmp_path / "run"
+    run_eval(EvalConfig(out=str(out), ray="", workers=2, **SETTINGS), sample_fn=dying_sample, progress=False)
+    rows = read_rows(out)
+    keys = [(r["id"], r["sample_index"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 12  # every sample exactly once
+    assert _by_key(rows) == local_rows
+    assert (tmp_path / "died").exists()
+
+
+def test_a_problem_that_always_fails_becomes_an_error_row(cluster, local_rows, tmp_path):
+    first = sorted(local_rows)[0][0]
+
+    def failing_sample(model, prompts, **kwargs):
+        import powersample
+        from powersample.tasks import get_task
+
+        bad = next(p.prompt for p in get_task("gym").load(None) if p.id == first)
+        if bad in prompts:
+            raise RuntimeError("this problem breaks the sampler")
+        return powersample.sample(model, prompts, **kwargs)
+
+    run_eval(EvalConfig(out=str(tmp_path), ray="", workers=2, **SETTINGS), sample_fn=failing_sample,
+             progress=False)
+    rows = read_rows(tmp_path)
+    assert len(rows) == 12
+    bad = [r for r in rows if r["id"] == first]
+    assert len(bad) == 2 and all(r["correct"] is None and "failed on 3 tries" in r["reason"] and
+                                 "breaks the sampler" in r["reason"] for r in bad)
+    assert _by_key([r for r in rows if r["id"] != first]) == {k: v for k, v in local_rows.items() if k[0] != first}
+
+
+def test_ray_errors_are_one_line(cluster, tmp_path, monkeypatch):
+    with pytest.raises(PowerSampleError, match="workers must be an integer >= 1"):
+        EvalConfig(out=str(tmp_path), ray="", workers=0, **SETTINGS)
+    with pytest.raises(PowerSampleError, match="--workers 3 needs 3 CPUs, and the Ray cluster has 2"):
+        run_eval(EvalConfig(out=str(tmp_path), ray="", workers=3, **SETTINGS), progress=False)
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
+    with pytest.raises(PowerSampleError, match=r'needs Ray, which is not installed: pip install "powersample\[ray\]"'):
+        run_eval(EvalConfig(out=str(tmp_path), ray="", workers=1, **SETTINGS), progress=False)
+
+
+def test_a_bad_address_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "powersample.cli.main", "eval", "--task", "gym", "--model", "gym",
+                           "--limit", "1", "--out", str(tmp_path), "--ray", "127.0.0.1:1", "--workers", "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "cannot reach a Ray cluster at '127.0.0.1:1'" in proc.stderr
+    assert "Traceback" not in proc.stderr
