@@ -111,3 +111,19 @@ def test_a_bad_address_is_one_line(tmp_path):
     assert proc.returncode != 0
     assert "cannot reach a Ray cluster at '127.0.0.1:1'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_cli_ray_run_resumes_after_the_driver_dies(cluster, local_rows, tmp_path, capsys):
+    from powersample.cli.main import main
+
+    args = ["eval", "--task", "gym", "--model", "gym", "--limit", "6", "--samples-per-problem", "2",
+            "--alpha", "4", "--mcmc-steps", "2", "--max-new-tokens", "12", "--block-size", "4",
+            "--grade-workers", "0", "--no-progress", "--out", str(tmp_path), "--ray", "--workers", "2"]
+    assert main(args) == 0
+    # a driver killed mid-run: the last rows never written, the last one torn mid-line
+    lines = (tmp_path / "rows.jsonl").read_bytes().splitlines(keepends=True)
+    (tmp_path / "rows.jsonl").write_bytes(b"".join(lines[:7]) + lines[7][:20])
+    assert main(args) == 0
+    assert "5 new rows, 12 in total" in capsys.readouterr().out
+    rows = read_rows(tmp_path)
+    assert len(rows) == 12 and _by_key(rows) == local_rows
