@@ -99,6 +99,10 @@ def test_ray_errors_are_one_line(cluster, tmp_path, monkeypatch):
         EvalConfig(out=str(tmp_path), ray="", workers=0, **SETTINGS)
     with pytest.raises(PowerSampleError, match="--workers 3 needs 3 CPUs, and the Ray cluster has 2"):
         run_eval(EvalConfig(out=str(tmp_path), ray="", workers=3, **SETTINGS), progress=False)
+    with pytest.raises(PowerSampleError, match="a Ray worker could not load the model") as e:
+        config = EvalConfig(out=str(tmp_path / "m"), ray="", workers=1, **{**SETTINGS, "model": str(tmp_path / "no")})
+        run_eval(config, progress=False)
+    assert "\n" not in str(e.value) and "is not a local folder" in str(e.value)
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
     with pytest.raises(PowerSampleError, match=r'needs Ray, which is not installed: pip install "powersample\[ray\]"'):
         run_eval(EvalConfig(out=str(tmp_path), ray="", workers=1, **SETTINGS), progress=False)

@@ -137,7 +137,8 @@ def run_on_ray(config, todo: list[Problem], sample_kwargs: Callable[[list[Proble
             where = ray.get([a.ready.remote() for a in actors])
         except ray.exceptions.RayActorError as e:
             raise PowerSampleError(f"a Ray worker could not load the model {config.model!r}: "
-                                   f"{str(e.__cause__ or e).splitlines()[-1]}", "model", config.model) from e
+                                   f"{_last_line(e).removeprefix('powersample.errors.PowerSampleError: ')}", "model",
+                                   config.model) from e
         _schedule(ray, actors, new_actor, config, todo, sample_kwargs, submit, write_error)
         per_worker = [_ask(ray, a.throughput.remote()) for a in actors]
     finally:
@@ -146,6 +147,12 @@ def run_on_ray(config, todo: list[Problem], sample_kwargs: Callable[[list[Proble
     return {"address": config.ray or "local", "workers": workers, "device": "GPU" if on_gpu else "CPU",
             "cluster_resources": {k: v for k, v in resources.items() if not k.startswith("node:")},
             "nodes": len(ray.nodes()), "ray": ray.__version__, "started_on": where, "per_worker": per_worker}
+
+
+def _last_line(e: BaseException) -> str:
+    """The last line of a remote error (Ray's message carries the worker's traceback before it)."""
+    text = str(e.__cause__ or e).strip()
+    return text.splitlines()[-1] if text else type(e).__name__
 
 
 def _ask(ray, ref):
@@ -181,7 +188,7 @@ def _schedule(ray, actors, new_actor, config, todo, sample_kwargs, submit, write
                 i = next(i for i, a in enumerate(actors) if a is actor)  # (handles do not compare equal)
                 actor = actors[i] = new_actor()
             idle.append(actor)
-            why = str(e.__cause__ or e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
+            why = _last_line(e)[:300]
             log.warning("problems %s failed on try %d of %d (%s); requeued", [p.id for p in chunk], tries + 1,
                         MAX_TRIES, why)
             for p in chunk:  # alone from now on, so that one bad problem takes no other down with it
