@@ -36,7 +36,9 @@ def local_rows(tmp_path_factory):
 def _by_key(rows):
     """What a row says about its sample. log p is rounded: a problem's batch shape differs between the
     runs (alone on a worker vs. with the others), which moves float32 sums in the 7th digit."""
-    return {(r["id"], r["sample_index"]): (r["text"], r["token_ids"], round(r["logp"], 4), r["correct"])
+    return {(r["id"], r["sample_index"]): (r["text"], r["token_ids"], round(r["logp"], 4), r["tokens_generated"],
+                                           r["acceptance_rate"], r["extracted"], r["correct"],
+                                           [(cp["tokens"], cp["answer"], cp["correct"]) for cp in r["checkpoints"]])
             for r in rows}
 
 

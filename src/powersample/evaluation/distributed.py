@@ -197,7 +197,7 @@ def _schedule(ray, actors, new_actor, config, todo, sample_kwargs, submit, write
                 else:
                     write_error(p, f"sampling failed on {MAX_TRIES} tries: {why}")
             continue
-        texts.texts.update(decoded)
+        texts.texts = decoded  # submit() decodes the chunk's checkpoints right away
         for r in sorted(results, key=lambda r: (r.prompt_index, r.sample_index)):
             submit(r, chunk, texts)
 
