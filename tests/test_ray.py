@@ -133,3 +133,8 @@ def test_cli_ray_run_resumes_after_the_driver_dies(cluster, local_rows, tmp_path
     assert "5 new rows, 12 in total" in capsys.readouterr().out
     rows = read_rows(tmp_path)
     assert len(rows) == 12 and _by_key(rows) == local_rows
+    # --ray and --workers are not core: the same run resumes without Ray
+    (tmp_path / "rows.jsonl").write_bytes(b"".join(lines[:9]))
+    assert main(args[:-3]) == 0
+    rows = read_rows(tmp_path)
+    assert len(rows) == 12 and _by_key(rows) == local_rows
