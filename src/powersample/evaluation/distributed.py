@@ -139,8 +139,8 @@ def run_on_ray(config, todo: list[Problem], sample_kwargs: Callable[[list[Proble
             raise PowerSampleError(f"a Ray worker could not load the model {config.model!r}: "
                                    f"{_last_line(e).removeprefix('powersample.errors.PowerSampleError: ')}", "model",
                                    config.model) from e
-        _schedule(ray, actors, new_actor, config, todo, sample_kwargs, submit, write_error)
-        per_worker = [_ask(ray, a.throughput.remote()) for a in actors]
+        live = _schedule(ray, actors, new_actor, config, todo, sample_kwargs, submit, write_error)
+        per_worker = [_ask(ray, a.throughput.remote()) for a in live]
     finally:
         for a in actors:
             ray.kill(a)
@@ -162,16 +162,18 @@ def _ask(ray, ref):
         return {"error": type(e).__name__}
 
 
-def _schedule(ray, actors, new_actor, config, todo, sample_kwargs, submit, write_error) -> None:
+def _schedule(ray, actors, new_actor, config, todo, sample_kwargs, submit, write_error) -> list[Any]:
     """Keep every actor busy with one chunk of problems; requeue what a failure takes down, and
-    replace a dead actor with a new one (`actors` is updated in place)."""
+    replace a dead actor with a new one (`actors` is updated in place). Returns the live actors."""
     # chunks small enough to spread over every worker, at most batch_size problems (one sample() call)
     size = max(1, min(config.batch_size, len(todo) // (2 * len(actors)) or 1))
     queue = deque((todo[i: i + size], 0) for i in range(0, len(todo), size))
     texts = _Texts()
-    running: dict[Any, tuple[Any, list[Problem], int]] = {}  # ref -> (actor, problems, tries so far)
+    # ref -> (actor, problems, tries so far); problems None: a replacement actor's ready() call, so that no
+    # work waits on an actor the cluster cannot place (its node lost), while live actors drain the queue
+    running: dict[Any, tuple[Any, list[Problem] | None, int]] = {}
     idle = list(actors)
-    while queue or running:
+    while queue or any(chunk is not None for _, chunk, _ in running.values()):
         while queue and idle:
             actor = idle.pop()
             chunk, tries = queue.popleft()
@@ -180,15 +182,20 @@ def _schedule(ray, actors, new_actor, config, todo, sample_kwargs, submit, write
         [ref], _ = ray.wait(list(running), num_returns=1)
         actor, chunk, tries = running.pop(ref)
         try:
-            results, decoded = ray.get(ref)
+            value = ray.get(ref)
             idle.append(actor)
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError, ray.exceptions.ObjectLostError) as e:
+            why = _last_line(e)[:300]
+            if chunk is None:
+                raise PowerSampleError(f"a replacement Ray worker could not start: {why}; the rows written so "
+                                       "far are kept", "ray") from e
             if isinstance(e, ray.exceptions.RayActorError):  # the process is gone: start another
                 ray.kill(actor)
                 i = next(i for i, a in enumerate(actors) if a is actor)  # (handles do not compare equal)
                 actor = actors[i] = new_actor()
-            idle.append(actor)
-            why = _last_line(e)[:300]
+                running[actor.ready.remote()] = (actor, None, 0)
+            else:
+                idle.append(actor)
             log.warning("problems %s failed on try %d of %d (%s); requeued", [p.id for p in chunk], tries + 1,
                         MAX_TRIES, why)
             for p in chunk:  # alone from now on, so that one bad problem takes no other down with it
@@ -197,9 +204,11 @@ def _schedule(ray, actors, new_actor, config, todo, sample_kwargs, submit, write
                 else:
                     write_error(p, f"sampling failed on {MAX_TRIES} tries: {why}")
             continue
-        texts.texts = decoded  # submit() decodes the chunk's checkpoints right away
-        for r in sorted(results, key=lambda r: (r.prompt_index, r.sample_index)):
-            submit(r, chunk, texts)
+        if chunk is not None:
+            results, texts.texts = value  # submit() decodes the chunk's checkpoints right away
+            for r in sorted(results, key=lambda r: (r.prompt_index, r.sample_index)):
+                submit(r, chunk, texts)
+    return idle
 
 
 def error_row(problem: Problem, j: int, method: str, why: str) -> dict[str, Any]:
