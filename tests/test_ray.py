@@ -102,6 +102,8 @@ def test_a_problem_that_always_fails_becomes_an_error_row(cluster, local_rows, t
 def test_ray_errors_are_one_line(cluster, tmp_path, monkeypatch):
     with pytest.raises(PowerSampleError, match="workers must be an integer >= 1"):
         EvalConfig(out=str(tmp_path), ray="", workers=0, **SETTINGS)
+    with pytest.raises(PowerSampleError, match=r"workers needs ray \(--ray \[ADDRESS\]\)"):
+        EvalConfig(out=str(tmp_path), workers=2, **SETTINGS)
     with pytest.raises(PowerSampleError, match="--workers 3 needs 3 CPUs, and the Ray cluster has 2"):
         run_eval(EvalConfig(out=str(tmp_path), ray="", workers=3, **SETTINGS), progress=False)
     with pytest.raises(PowerSampleError, match="a Ray worker could not load the model") as e:
