@@ -4,6 +4,7 @@ whatever dies on the way. One local cluster (2 CPUs) serves the whole module."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -27,10 +28,11 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def local_rows(tmp_path_factory):
+def local(tmp_path_factory):
+    """A single-process run of SETTINGS: its directory and its rows by key."""
     out = tmp_path_factory.mktemp("local")
     run_eval(EvalConfig(out=str(out), **SETTINGS), progress=False)
-    return _by_key(read_rows(out))
+    return out, _by_key(read_rows(out))
 
 
 def _by_key(rows):
@@ -42,7 +44,8 @@ def _by_key(rows):
             for r in rows}
 
 
-def test_ray_gives_the_rows_of_a_single_process_run(cluster, local_rows, tmp_path):
+def test_ray_gives_the_rows_of_a_single_process_run(cluster, local, tmp_path):
+    local_rows = local[1]
     summary = run_eval(EvalConfig(out=str(tmp_path), ray="", workers=2, **SETTINGS), progress=False)
     rows = read_rows(tmp_path)
     assert len(rows) == summary.rows_total == 12
@@ -52,51 +55,39 @@ def test_ray_gives_the_rows_of_a_single_process_run(cluster, local_rows, tmp_pat
     assert sum(w["samples"] for w in info["per_worker"]) == 12
 
 
-def test_a_dead_worker_loses_nothing_and_duplicates_nothing(cluster, local_rows, tmp_path):
-    marker = str(tmp_path / "died")  # a worker dies once, on the first chunk it is given
+def test_faults_lose_nothing_and_duplicate_nothing(cluster, local, tmp_path):
+    """A worker process dies mid-problem (as if killed or out of memory): its problems are redone
+    elsewhere. A problem whose sampling always raises becomes error rows after 3 tries; the run ends."""
+    local_rows = local[1]
+    marker, broken = str(tmp_path / "died"), sorted(local_rows)[0][0]
 
-    def dying_sample(model, prompts, **kwargs):
+    def faulty_sample(model, prompts, **kwargs):
         import os
 
         import powersample
-
-        if not os.path.exists(marker):
-            open(marker, "w").close()
-            os._exit(1)  # the worker process is gone mid-problem, as if killed or out of memory
-        return powersample.sample(model, prompts, **kwargs)
-
-    out = tmp_path / "run"
-    run_eval(EvalConfig(out=str(out), ray="", workers=2, **SETTINGS), sample_fn=dying_sample, progress=False)
-    rows = read_rows(out)
-    keys = [(r["id"], r["sample_index"]) for r in rows]
-    assert len(keys) == len(set(keys)) == 12  # every sample exactly once
-    assert _by_key(rows) == local_rows
-    assert (tmp_path / "died").exists()
-    per_worker = json.loads((out / "run.json").read_text())["ray"]["per_worker"]
-    # the dead worker's count is gone with it (it did none); its replacement may still be starting at the end
-    assert 1 <= len(per_worker) <= 2 and sum(w["samples"] for w in per_worker) == 12
-
-
-def test_a_problem_that_always_fails_becomes_an_error_row(cluster, local_rows, tmp_path):
-    first = sorted(local_rows)[0][0]
-
-    def failing_sample(model, prompts, **kwargs):
-        import powersample
         from powersample.tasks import get_task
 
-        bad = next(p.prompt for p in get_task("gym").load(None) if p.id == first)
-        if bad in prompts:
+        if not os.path.exists(marker):  # the first chunk any worker gets kills that worker
+            open(marker, "w").close()
+            os._exit(1)
+        if next(p.prompt for p in get_task("gym").load(None) if p.id == broken) in prompts:
             raise RuntimeError("this problem breaks the sampler")
         return powersample.sample(model, prompts, **kwargs)
 
-    run_eval(EvalConfig(out=str(tmp_path), ray="", workers=2, **SETTINGS), sample_fn=failing_sample,
-             progress=False)
-    rows = read_rows(tmp_path)
-    assert len(rows) == 12
-    bad = [r for r in rows if r["id"] == first]
+    out = tmp_path / "run"
+    run_eval(EvalConfig(out=str(out), ray="", workers=2, **SETTINGS), sample_fn=faulty_sample, progress=False)
+    rows = read_rows(out)
+    keys = [(r["id"], r["sample_index"]) for r in rows]
+    assert (tmp_path / "died").exists()
+    assert len(keys) == len(set(keys)) == 12  # every sample exactly once
+    bad = [r for r in rows if r["id"] == broken]
     assert len(bad) == 2 and all(r["correct"] is None and "failed on 3 tries" in r["reason"] and
                                  "breaks the sampler" in r["reason"] for r in bad)
-    assert _by_key([r for r in rows if r["id"] != first]) == {k: v for k, v in local_rows.items() if k[0] != first}
+    assert _by_key([r for r in rows if r["id"] != broken]) == {k: v for k, v in local_rows.items()
+                                                                 if k[0] != broken}
+    per_worker = json.loads((out / "run.json").read_text())["ray"]["per_worker"]
+    # the dead worker's count is gone with it (it did none); its replacement may still be starting at the end
+    assert 1 <= len(per_worker) <= 2 and sum(w["samples"] for w in per_worker) == 10
 
 
 def test_ray_errors_are_one_line(cluster, tmp_path, monkeypatch):
@@ -124,22 +115,24 @@ def test_a_bad_address_is_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_cli_ray_run_resumes_after_the_driver_dies(cluster, local_rows, tmp_path, capsys):
+def test_cli_ray_run_resumes_after_the_driver_dies(cluster, local, tmp_path, capsys):
     from powersample.cli.main import main
 
+    local_dir, local_rows = local
+    out = tmp_path / "run"
+    shutil.copytree(local_dir, out)
     args = ["eval", "--task", "gym", "--model", "gym", "--limit", "6", "--samples-per-problem", "2",
             "--alpha", "4", "--mcmc-steps", "2", "--max-new-tokens", "12", "--block-size", "4",
-            "--grade-workers", "0", "--no-progress", "--out", str(tmp_path), "--ray", "--workers", "2"]
-    assert main(args) == 0
+            "--grade-workers", "0", "--no-progress", "--out", str(out), "--ray", "--workers", "2"]
     # a driver killed mid-run: the last rows never written, the last one torn mid-line
-    lines = (tmp_path / "rows.jsonl").read_bytes().splitlines(keepends=True)
-    (tmp_path / "rows.jsonl").write_bytes(b"".join(lines[:7]) + lines[7][:20])
+    lines = (out / "rows.jsonl").read_bytes().splitlines(keepends=True)
+    (out / "rows.jsonl").write_bytes(b"".join(lines[:7]) + lines[7][:20])
     assert main(args) == 0
     assert "5 new rows, 12 in total" in capsys.readouterr().out
-    rows = read_rows(tmp_path)
+    rows = read_rows(out)
     assert len(rows) == 12 and _by_key(rows) == local_rows
-    # --ray and --workers are not core: the same run resumes without Ray
-    (tmp_path / "rows.jsonl").write_bytes(b"".join(lines[:9]))
+    # --ray and --workers are not core: the same run resumes with or without Ray
+    (out / "rows.jsonl").write_bytes(b"".join(lines[:9]))
     assert main(args[:-3]) == 0
-    rows = read_rows(tmp_path)
+    rows = read_rows(out)
     assert len(rows) == 12 and _by_key(rows) == local_rows
