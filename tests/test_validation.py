@@ -277,3 +277,10 @@ def test_eval_names_a_prompt_too_long_for_the_context(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "problem 'q5' has a prompt of" in err and "context of 128 tokens" in err, err
     assert read_rows(tmp_path / "run") == []  # nothing was sampled
+
+
+def test_ray_with_the_live_dynamic_method_is_refused():
+    from powersample.evaluation import EvalConfig
+
+    with pytest.raises(PowerSampleError, match="--method dynamic runs in one process"):
+        EvalConfig(task="gym", model="gym", out="o", method="dynamic", ray="auto")

@@ -38,6 +38,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--grade-workers", type=int, default=2, help="grader processes (0: grade inline)")
     r.add_argument("--max-batch-tokens", type=int, default=None, help="power: cap rows x (prompt + max-new-tokens) "
                    "(default: unlimited on a CPU; on CUDA what free memory holds as KV cache)")
+    r.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS", help="spread the problems over "
+                   "a Ray cluster (pip install \"powersample[ray]\"; docs/scale.md) at ADDRESS, or the local one")
+    r.add_argument("--workers", type=int, default=None, help="--ray: workers, each loading the model once "
+                   "(default: one per GPU; on a cluster without GPUs one per CPU)")
     r.add_argument("--out", default=None,
                    help="run directory (default runs/<task>-<model>-<method>-s<seed>); rerunning the same "
                         "command resumes it")
@@ -71,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         limit=args.limit, shard=args.shard, seed=args.seed,
         data=args.data, task_options=task_options, device=args.device,
         batch_size=args.batch_size if args.batch_size is not None else BATCH_SIZE,
-        grade_workers=args.grade_workers, max_batch_tokens=args.max_batch_tokens)
+        grade_workers=args.grade_workers, max_batch_tokens=args.max_batch_tokens,
+        ray=args.ray, workers=args.workers)
     print(f"powersample eval: writing {config.out}")
     summary = run_eval(config, progress=not args.no_progress)
     acc = "n/a (not graded here)" if summary.accuracy is None else \

@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import PowerSampleError, check
 
 # data: its sha256 is core
-NON_CORE = frozenset({"out", "device", "batch_size", "grade_workers", "data", "max_batch_tokens"})
+NON_CORE = frozenset({"out", "device", "batch_size", "grade_workers", "data", "max_batch_tokens", "ray", "workers"})
 # powersample.sample options a run sets itself or that have their own field: not sampler settings
 RESERVED_OPTIONS = frozenset({"method", "model", "chat", "dtype", "device", "seed", "seeds", "num_samples",
                               "batch_size", "progress", "tokenizer", "variant", "on_result", "max_batch_tokens"})
@@ -64,6 +64,9 @@ class EvalConfig:
     grade_workers: int = 2  # grader processes; 0 grades inline in the main thread (slower, for debugging)
     # power: cap rows x (prompt + max_new_tokens); None: unlimited on a CPU, what free memory holds on CUDA
     max_batch_tokens: int | None = None
+    # spread the problems over a Ray cluster (docs/scale.md): its address, "" for the local one; None: no Ray
+    ray: str | None = None
+    workers: int | None = None  # Ray workers (None: one per GPU, or per CPU on a cluster without GPUs)
 
     def __post_init__(self):
         for name in ("task", "model", "out", "method"):
@@ -85,6 +88,12 @@ class EvalConfig:
               f"grade_workers must be an integer >= 0, got {self.grade_workers!r}", "grade_workers",
               self.grade_workers)
         parse_shard(self.shard)
+        check(self.workers is None or (isinstance(self.workers, int) and self.workers >= 1),
+              f"workers must be an integer >= 1, got {self.workers!r}", "workers", self.workers)
+        check(self.workers is None or self.ray is not None, "workers needs ray (--ray [ADDRESS])", "workers",
+              self.workers)
+        check(self.ray is None or self.method != "dynamic", "--method dynamic runs in one process for now: its "
+              "controller adds chains to one running batch; drop --ray", "ray", self.ray)
         taken = sorted(RESERVED_OPTIONS & set(self.sampler))
         check(not taken, f"sampler {taken} are not sampler settings: they have their own fields or are set by the "
               "runner", "sampler", taken)

@@ -15,6 +15,7 @@ model (an Engine already loaded, or any object the sample_fn accepts), for tests
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import threading
@@ -137,41 +138,45 @@ def _run(config: EvalConfig, task: Task, selected: list[Problem], store: RunStor
     stats = _Tally.from_rows(store.rows_at_open)
 
     if todo:
-        if sample_fn is None:
+        loading = {key: config.sampler[key] for key in LOADING_SETTINGS if key in config.sampler}
+        if sample_fn is None and config.ray is None:
             import powersample
 
             sample_fn = powersample.sample
-        if model is None:
+        if model is None and config.ray is None:
             from ..engine import open_engine
 
-            loading = {key: config.sampler[key] for key in LOADING_SETTINGS if key in config.sampler}
             model = open_engine(config.model, device=config.device, dtype=config.dtype, **loading)
         _check_prompts_fit(model, todo, config.chat)
         pool = GradePool(config.grade_workers)
         bar = _bar(progress, missing, f"{config.task} {config.method}")
         try:
-            step = len(todo) if stream else config.batch_size  # streamed: one call, rows written as chains end
-            for lo in range(0, len(todo), step):
-                batch = todo[lo: lo + step]
-                kwargs = _sample_kwargs(config, batch)
-                if dynamic:
-                    kwargs.update(dyn_options(batch))
-                submitted: set[tuple[int, int]] = set()
+            if config.ray is not None:  # the workers load the model and sample; this process writes
+                _run_on_ray(config, todo, done, task, pool, store, stats, bar, sample_fn,
+                            dict(device=config.device, dtype=config.dtype, **loading))
+            else:
+                step = len(todo) if stream else config.batch_size  # streamed: one call, rows written as chains end
+                for lo in range(0, len(todo), step):
+                    batch = todo[lo: lo + step]
+                    kwargs = _sample_kwargs(config, batch)
+                    if dynamic:
+                        kwargs.update(dyn_options(batch))
+                    submitted: set[tuple[int, int]] = set()
 
-                def submit(r, batch=batch, submitted=submitted):
-                    submitted.add((r.prompt_index, r.sample_index))
-                    _submit(r, batch, done, task, model, pool, store, stats, bar)
-                    if pool.fatal:
-                        raise PowerSampleError(f"{pool.fatal}; the rows written so far are kept")
+                    def submit(r, batch=batch, submitted=submitted):
+                        submitted.add((r.prompt_index, r.sample_index))
+                        _submit(r, batch, done, task, model, pool, store, stats, bar)
+                        if pool.fatal:
+                            raise PowerSampleError(f"{pool.fatal}; the rows written so far are kept")
 
-                if stream:
-                    kwargs.update(on_result=submit, batch_size=config.batch_size)
-                results = sample_fn(model, [p.prompt for p in batch], **kwargs)
-                if not dynamic:
-                    _check_results(results, batch, k)
-                for r in sorted(results, key=lambda r: (r.prompt_index, r.sample_index)):
-                    if (r.prompt_index, r.sample_index) not in submitted:
-                        submit(r)
+                    if stream:
+                        kwargs.update(on_result=submit, batch_size=config.batch_size)
+                    results = sample_fn(model, [p.prompt for p in batch], **kwargs)
+                    if not dynamic:
+                        _check_results(results, batch, k)
+                    for r in sorted(results, key=lambda r: (r.prompt_index, r.sample_index)):
+                        if (r.prompt_index, r.sample_index) not in submitted:
+                            submit(r)
             pool.shutdown(wait=True)
         except BaseException as e:
             # keep what was generated: let the grading under way finish and be written (Ctrl-C again aborts)
@@ -189,6 +194,35 @@ def _run(config: EvalConfig, task: Task, selected: list[Problem], store: RunStor
     exported = task.export(store.dir, read_rows(store.dir), selected, generator_name(config))
     return RunSummary(Path(config.out), len(selected), stats.new, stats.total, stats.correct, stats.graded,
                       stats.errors, tuple(exported))
+
+
+def _run_on_ray(config: EvalConfig, todo: list[Problem], done: set[tuple[str, int]], task: Task, pool: GradePool,
+                store: RunStore, stats: _Tally, bar, sample_fn: Callable[..., Any] | None,
+                open_kwargs: dict[str, Any]) -> None:
+    """Sample `todo` on Ray workers (evaluation/distributed.py); rows are graded and written here as
+    in a local run, and the cluster and per-worker throughput are added to run.json."""
+    from .distributed import error_row, run_on_ray
+    from .store import RUN_FILE, write_json_atomic
+
+    def submit(r, problems, model):
+        _submit(r, problems, done, task, model, pool, store, stats, bar)
+        if pool.fatal:
+            raise PowerSampleError(f"{pool.fatal}; the rows written so far are kept")
+
+    def write_error(problem: Problem, why: str) -> None:
+        log.error("problem %r: %s", problem.id, why)
+        for j in range(config.samples_per_problem):
+            if (problem.id, j) not in done:
+                row = error_row(problem, j, config.method, why)
+                store.append(row)
+                stats.add(row)
+                if bar is not None:
+                    bar.update(1)
+
+    info = run_on_ray(config, todo, lambda chunk: _sample_kwargs(config, chunk), submit, write_error,
+                      sample_fn=sample_fn, open_kwargs=open_kwargs)
+    record = json.loads((store.dir / RUN_FILE).read_text(encoding="utf-8"))
+    write_json_atomic(store.dir / RUN_FILE, {**record, "ray": info})
 
 
 def _check_prompts_fit(model: Any, problems: Sequence[Problem], chat: bool) -> None:
