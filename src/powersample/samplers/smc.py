@@ -26,14 +26,16 @@ With N = 1 the weight never matters and the output is a plain draw from the prop
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 
 import torch
 
 from .. import rng
-from ..engine.base import Engine
+from ..engine.base import Engine, Sequences
 from .params import SMCParams
 from .resampling import inverse_cdf, resample
 from .result import Result
@@ -82,17 +84,26 @@ def smc_sample(engine: Engine, prompts: list[list[int]], seeds: list[int], param
     steps = torch.zeros(systems, dtype=torch.long, device=dev)  # steps each system ran
     ess_min = torch.full((systems,), float(n), dtype=torch.float64, device=dev)
     ess_sum = torch.zeros(systems, dtype=torch.float64, device=dev)
+    # The loop works on the running systems only: `run` lists them, seqs holds their rows (system-major) and
+    # the state above is theirs. A finished system leaves the batch (its rows stop riding through forward
+    # passes); its state goes to `final`, its tokens to `parked`, and both are put back together at the end.
+    run = torch.arange(systems, device=dev)
+    final = _State.empty(rows, systems, n, dev)
+    parked: list[tuple[torch.Tensor, Sequences]] = []  # (the finished systems' row numbers, their rows)
 
     for t in range(1, params.max_new_tokens + 1):
+        live = len(run)
         # 1. every particle that can draw draws one token from the proposal (temperature 1/alpha_t)
         ext = engine.extend(seqs, alive.long(), params.proposal(t))
         if ext.tokens.shape[1] == 0:  # no particle could draw (resampling can leave only finished ones)
             break
         drew = ext.lengths > 0  # a particle that could not draw is at the context's end: it never will
         alive = drew & ~ext.eos
+        if engine.max_length is not None:  # one that has just reached the context's end can draw no more
+            alive &= seqs.lengths < engine.max_length
         done = done | ext.eos
         # a system with no particle drawing is finished: it takes no further weight, resampling or stats
-        active = drew.view(systems, n).any(1)  # (systems,)
+        active = drew.view(live, n).any(1)  # (live,)
         lp = torch.where(drew, ext.logp[:, 0], 0.0)
         lq = torch.where(drew, ext.logq[:, 0], 0.0)
         # 2. reweight: the one place a log weight changes
@@ -100,22 +111,42 @@ def smc_sample(engine: Engine, prompts: list[list[int]], seeds: list[int], param
         step = increment(a_t, a_prev, lp, lq, drew, logp)
         logw = torch.where(active.repeat_interleave(n), logw + step, logw)
         logp = logp + torch.where(drew, lp.double(), 0.0)
-        generated += drew.view(systems, n).sum(1)
+        generated += drew.view(live, n).sum(1)
         steps += active
         # 3. effective sample size per system; resample the active systems below the threshold
-        ess = _ess(logw.view(systems, n))  # (systems,), 0 where every weight is zero
+        ess = _ess(logw.view(live, n))  # (live,), 0 where every weight is zero
         ess_min = torch.where(active, torch.minimum(ess_min, ess), ess_min)
         ess_sum += torch.where(active, ess, 0.0)
         low = active & (ess < params.ess_threshold * n) & (ess > 0)  # all-zero systems: nothing to resample
-        need, finished = (x.item() for x in torch.stack([low.any(), ~alive.any()]).cpu())  # one host sync
+        # a system none of whose particles can draw is over (resampling among its finished particles keeps it so)
+        over = ~alive.view(live, n).any(1)  # (live,)
+        need, ending = (x.item() for x in torch.stack([low.any(), over.any()]).cpu())  # one host sync
         if need:
-            ancestors = _ancestors(logw.view(systems, n), low, sys_seeds, t, params.resampling)  # (rows,)
+            ancestors = _ancestors(logw.view(live, n), low, sys_seeds[run], t, params.resampling)  # (rows,)
             seqs = engine.select(seqs, ancestors)
             logp, done, alive = logp[ancestors], done[ancestors], alive[ancestors]
             logw = _reset(logw, ancestors, low, n)
             resamples += low
-        if finished:
+        if not ending:
+            continue
+        # 4. free the over systems' rows: park their state and tokens, shrink the batch onto the others
+        final.put(_State(logw, logp, done, generated, resamples, steps, ess_min, ess_sum), run, over, n)
+        parked.append((_rows(run[over], n), _tokens(seqs, _rows(torch.where(over)[0], n))))
+        stay = torch.where(~over)[0]
+        run = run[stay]
+        if len(run) == 0:
             break
+        keep = _rows(stay, n)
+        seqs = engine.shrink(seqs, keep)
+        logw, logp, done, alive = logw[keep], logp[keep], done[keep], alive[keep]
+        generated, resamples, steps, ess_min, ess_sum = (x[stay] for x in (generated, resamples, steps, ess_min,
+                                                                          ess_sum))
+    if len(run):  # the systems still running at the end (max_new_tokens reached, or at the context)
+        everyone = torch.ones(len(run), dtype=torch.bool, device=dev)
+        final.put(_State(logw, logp, done, generated, resamples, steps, ess_min, ess_sum), run, everyone, n)
+        parked.append((_rows(run, n), _tokens(seqs, torch.arange(len(seqs), device=dev))))
+    seqs = _unpark(parked, rows, dev)
+    logw, logp, done, generated, resamples, steps, ess_min, ess_sum = final.astuple()
 
     # a system that stopped before the bridge's end still ends at p^alpha: raise its exponent the rest of
     # the way (the exponent's rise times log p of the whole completion)
@@ -133,6 +164,64 @@ def smc_sample(engine: Engine, prompts: list[list[int]], seeds: list[int], param
     seconds = (time.perf_counter() - t0) / len(prompts)
     return _results(engine, seqs, params, chosen.tolist(), w, degenerate, logp, done, logw, generated,
                     resamples, ess_min, ess_sum / steps.clamp(min=1), num_samples, seconds)
+
+
+@dataclass(frozen=True)
+class _State:
+    """The per-particle (logw, logp, done) and per-system (the rest) state of some systems, in row order."""
+
+    logw: torch.Tensor
+    logp: torch.Tensor
+    done: torch.Tensor
+    generated: torch.Tensor
+    resamples: torch.Tensor
+    steps: torch.Tensor
+    ess_min: torch.Tensor
+    ess_sum: torch.Tensor
+
+    @staticmethod
+    def empty(rows: int, systems: int, n: int, dev) -> _State:
+        z = functools.partial(torch.zeros, device=dev)
+        return _State(z(rows, dtype=torch.float64), z(rows, dtype=torch.float64), z(rows, dtype=torch.bool),
+                      *(z(systems, dtype=torch.long) for _ in range(3)), z(systems, dtype=torch.float64),
+                      z(systems, dtype=torch.float64))
+
+    def put(self, local: _State, run: torch.Tensor, which: torch.Tensor, n: int) -> None:
+        """Write the systems `which` (a mask over `run`, the systems `local` holds) into this full state."""
+        sys, pos = run[which], torch.where(which)[0]
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(local, f.name)
+            if f.name in ("logw", "logp", "done"):  # per particle
+                mine[_rows(sys, n)] = theirs[_rows(pos, n)]
+            else:
+                mine[sys] = theirs[pos]
+
+    def astuple(self) -> tuple[torch.Tensor, ...]:
+        return tuple(getattr(self, f.name) for f in fields(self))
+
+
+def _rows(systems: torch.Tensor, n: int) -> torch.Tensor:
+    """The rows of `systems` (indices) when each system holds n consecutive rows."""
+    return (systems[:, None] * n + torch.arange(n, device=systems.device)).reshape(-1)
+
+
+def _tokens(seqs: Sequences, index: torch.Tensor) -> Sequences:
+    """Rows `index` of seqs as tokens only (no engine state such as a KV cache): what the results read."""
+    return Sequences(tokens=seqs.tokens[index], lengths=seqs.lengths[index],
+                     prompt_lengths=seqs.prompt_lengths[index], seeds=seqs.seeds[index], draws=seqs.draws[index])
+
+
+def _unpark(parked: list[tuple[torch.Tensor, Sequences]], rows: int, dev) -> Sequences:
+    """One token-only batch of all `rows` rows, each back at its place, from the pieces parked as systems ended."""
+    width = max(p.tokens.shape[1] for _, p in parked)
+    out = Sequences(tokens=torch.full((rows, width), -1, dtype=torch.long, device=dev),
+                    **{k: torch.zeros(rows, dtype=torch.long, device=dev)
+                       for k in ("lengths", "prompt_lengths", "seeds", "draws")})
+    for index, p in parked:
+        out.tokens[index, : p.tokens.shape[1]] = p.tokens
+        for k in ("lengths", "prompt_lengths", "seeds", "draws"):
+            getattr(out, k)[index] = getattr(p, k)
+    return out
 
 
 def _reset(logw: torch.Tensor, ancestors: torch.Tensor, low: torch.Tensor, n: int) -> torch.Tensor:
