@@ -1,4 +1,5 @@
-"""Finished work leaves the batch (issue 11): SMC drops a finished system's rows from later forward passes,
+"""Finished work leaves the batch (issue 11): SMC drops finished particles' rows (so finished systems' too)
+from later forward passes,
 and scalable runs its K*M rollouts in bounded groups, without changing any draw.
 
 The toy engine's next-token law depends only on a row's own prefix, so any difference between a system run
@@ -68,15 +69,16 @@ def test_smc_system_draws_the_same_alone_batched_and_beside_systems_that_finish_
     assert len(alone[0].token_ids) > 2 and alone[0].stats["resamples"] > 0  # the system ran on past them
 
 
-def test_smc_forward_passes_carry_only_running_systems():
+def test_smc_forward_passes_carry_only_particles_that_can_draw():
     engine = _engine()
     fed = _counting(engine)
     out = smc_sample(engine, [LONG, AT_WALL], [7, 9], SMC)
     n = SMC.particles
     assert len(out[1].token_ids) == 2  # the neighbour's system ends after two tokens (the context)
     assert fed[:2] == [2 * n, 2 * n]  # both systems draw while both run...
-    assert set(fed[2:]) == {n}  # ...then only the running one's particles are fed
-    assert engine.slots_fed == sum(fed)
+    assert max(fed[2:]) <= n < len(fed)  # ...then only the running one's particles are fed
+    # every row-slot fed to a forward pass drew a token: finished particles and systems ride no more
+    assert engine.slots_fed == sum(fed) == int(engine.slots_drawn) == sum(r.tokens_generated for r in out)
 
 
 def _rollout_sizes(engine: ToyEngine) -> list[int]:
@@ -120,7 +122,8 @@ def test_smc_on_the_transformers_backend_frees_rows_with_their_caches():
     fed = _counting_hf(engine)
     together = smc_sample(engine, [LONG, AT_WALL], [7, 9], SMC, num_samples=2)
     n = SMC.particles
-    assert fed[:2] == [4 * n, 4 * n] and set(fed[2:]) == {2 * n}
+    assert fed[0] == 4 * n and max(fed[2:]) <= 2 * n  # the neighbour's rows leave after two tokens
+    assert engine.slots_fed == sum(fed) == int(engine.slots_drawn) == sum(r.tokens_generated for r in together)
     alone = smc_sample(engine, [LONG], [7], SMC, num_samples=2)
     for a, b in zip(alone, together[:2], strict=True):
         assert a.token_ids == b.token_ids and a.stats["particle_ids"] == b.stats["particle_ids"]

@@ -26,11 +26,10 @@ With N = 1 the weight never matters and the output is a plain draw from the prop
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 
@@ -84,70 +83,64 @@ def smc_sample(engine: Engine, prompts: list[list[int]], seeds: list[int], param
     steps = torch.zeros(systems, dtype=torch.long, device=dev)  # steps each system ran
     ess_min = torch.full((systems,), float(n), dtype=torch.float64, device=dev)
     ess_sum = torch.zeros(systems, dtype=torch.float64, device=dev)
-    # The loop works on the running systems only: `run` lists them, seqs holds their rows (system-major) and
-    # the state above is theirs. A finished system leaves the batch (its rows stop riding through forward
-    # passes); its state goes to `final`, its tokens to `parked`, and both are put back together at the end.
-    run = torch.arange(systems, device=dev)
-    final = _State.empty(rows, systems, n, dev)
-    parked: list[tuple[torch.Tensor, Sequences]] = []  # (the finished systems' row numbers, their rows)
+    # The engine batch holds only the particles that can still draw: `batch` lists their rows, in order. A
+    # particle that can draw no more never needs another forward pass, so its row leaves the batch (with its
+    # KV cache) and only its tokens stay, in `kept`; a finished system leaves entirely. The state above
+    # covers every row, so the sampler's arithmetic is the same as if every row rode along.
+    kept = _Tokens.of(seqs, params.max_new_tokens)
+    batch = torch.arange(rows, device=dev)
 
     for t in range(1, params.max_new_tokens + 1):
-        live = len(run)
         # 1. every particle that can draw draws one token from the proposal (temperature 1/alpha_t)
-        ext = engine.extend(seqs, alive.long(), params.proposal(t))
-        if ext.tokens.shape[1] == 0:  # no particle could draw (resampling can leave only finished ones)
+        ext = engine.extend(seqs, 1, params.proposal(t))
+        if ext.tokens.shape[1] == 0:  # no particle could draw (all at the context's end)
             break
-        drew = ext.lengths > 0  # a particle that could not draw is at the context's end: it never will
-        alive = drew & ~ext.eos
+        drew = _scatter(ext.lengths > 0, batch, rows)  # a particle that could not draw is at the context's end
+        eos = _scatter(ext.eos, batch, rows)
+        alive = drew & ~eos
         if engine.max_length is not None:  # one that has just reached the context's end can draw no more
-            alive &= seqs.lengths < engine.max_length
-        done = done | ext.eos
+            alive &= _scatter(seqs.lengths < engine.max_length, batch, rows)
+        done = done | eos
         # a system with no particle drawing is finished: it takes no further weight, resampling or stats
-        active = drew.view(live, n).any(1)  # (live,)
-        lp = torch.where(drew, ext.logp[:, 0], 0.0)
-        lq = torch.where(drew, ext.logq[:, 0], 0.0)
+        active = drew.view(systems, n).any(1)  # (systems,)
+        lp = _scatter(torch.where(ext.lengths > 0, ext.logp[:, 0], 0.0), batch, rows)
+        lq = _scatter(torch.where(ext.lengths > 0, ext.logq[:, 0], 0.0), batch, rows)
         # 2. reweight: the one place a log weight changes
         a_t, a_prev = params.exponent(t), params.exponent(t - 1)
         step = increment(a_t, a_prev, lp, lq, drew, logp)
         logw = torch.where(active.repeat_interleave(n), logw + step, logw)
         logp = logp + torch.where(drew, lp.double(), 0.0)
-        generated += drew.view(live, n).sum(1)
+        generated += drew.view(systems, n).sum(1)
         steps += active
         # 3. effective sample size per system; resample the active systems below the threshold
-        ess = _ess(logw.view(live, n))  # (live,), 0 where every weight is zero
+        ess = _ess(logw.view(systems, n))  # (systems,), 0 where every weight is zero
         ess_min = torch.where(active, torch.minimum(ess_min, ess), ess_min)
         ess_sum += torch.where(active, ess, 0.0)
         low = active & (ess < params.ess_threshold * n) & (ess > 0)  # all-zero systems: nothing to resample
-        # a system none of whose particles can draw is over (resampling among its finished particles keeps it so)
-        over = ~alive.view(live, n).any(1)  # (live,)
-        need, ending = (x.item() for x in torch.stack([low.any(), over.any()]).cpu())  # one host sync
-        if need:
-            ancestors = _ancestors(logw.view(live, n), low, sys_seeds[run], t, params.resampling)  # (rows,)
-            seqs = engine.select(seqs, ancestors)
-            logp, done, alive = logp[ancestors], done[ancestors], alive[ancestors]
-            logw = _reset(logw, ancestors, low, n)
-            resamples += low
-        if not ending:
+        leaving = ~alive[batch]  # rows in the batch that can draw no more
+        need, shrink = (x.item() for x in torch.stack([low.any(), leaving.any()]).cpu())  # one host sync
+        if not (need or shrink):
             continue
-        # 4. free the over systems' rows: park their state and tokens, shrink the batch onto the others
-        final.put(_State(logw, logp, done, generated, resamples, steps, ess_min, ess_sum), run, over, n)
-        parked.append((_rows(run[over], n), _tokens(seqs, _rows(torch.where(over)[0], n))))
-        stay = torch.where(~over)[0]
-        run = run[stay]
-        if len(run) == 0:
+        # 4. the batch changes: keep the leaving rows' tokens, resample, and rebuild the batch from the rows
+        # that can still draw (a resampled particle's row is a copy of its ancestor's, KV cache included)
+        kept.save(seqs, batch, leaving)
+        source = torch.arange(rows, device=dev)  # each row's row before resampling
+        if need:
+            source = _ancestors(logw.view(systems, n), low, sys_seeds, t, params.resampling)  # (rows,)
+            kept.permute(source)
+            logp, done, alive = logp[source], done[source], alive[source]
+            logw = _reset(logw, source, low, n)
+            resamples += low
+        position = torch.full((rows,), -1, dtype=torch.long, device=dev)  # row -> its place in the batch
+        position[batch] = torch.arange(len(batch), device=dev)
+        batch = torch.where(alive)[0]
+        if len(batch) == 0:
             break
-        keep = _rows(stay, n)
-        seqs = engine.shrink(seqs, keep)
-        logw, logp, done, alive = logw[keep], logp[keep], done[keep], alive[keep]
-        generated, resamples, steps, ess_min, ess_sum = (x[stay] for x in (generated, resamples, steps, ess_min,
-                                                                          ess_sum))
-    if len(run):  # the systems still running at the end (max_new_tokens reached, or at the context)
-        everyone = torch.ones(len(run), dtype=torch.bool, device=dev)
-        final.put(_State(logw, logp, done, generated, resamples, steps, ess_min, ess_sum), run, everyone, n)
-        parked.append((_rows(run, n), _tokens(seqs, torch.arange(len(seqs), device=dev))))
-    seqs = _unpark(parked, rows, dev)
-    logw, logp, done, generated, resamples, steps, ess_min, ess_sum = final.astuple()
-
+        # select gives a duplicated row its own fresh stream, exactly as if every row were in the batch
+        seqs = engine.select(seqs, position[source[batch]]) if need else engine.shrink(seqs, position[batch])
+    if len(batch):
+        kept.save(seqs, batch, torch.ones(len(batch), dtype=torch.bool, device=dev))
+    seqs = kept.sequences()
     # a system that stopped before the bridge's end still ends at p^alpha: raise its exponent the rest of
     # the way (the exponent's rise times log p of the whole completion)
     rise = torch.tensor([params.alpha - params.exponent(s) for s in steps.tolist()], dtype=torch.float64,
@@ -166,62 +159,40 @@ def smc_sample(engine: Engine, prompts: list[list[int]], seeds: list[int], param
                     resamples, ess_min, ess_sum / steps.clamp(min=1), num_samples, seconds)
 
 
-@dataclass(frozen=True)
-class _State:
-    """The per-particle (logw, logp, done) and per-system (the rest) state of some systems, in row order."""
+def _scatter(values: torch.Tensor, batch: torch.Tensor, rows: int) -> torch.Tensor:
+    """Values of the rows in the batch (positions) spread over all rows, zero (False) for the others."""
+    return torch.zeros(rows, dtype=values.dtype, device=values.device).index_copy_(0, batch, values)
 
-    logw: torch.Tensor
-    logp: torch.Tensor
-    done: torch.Tensor
-    generated: torch.Tensor
-    resamples: torch.Tensor
-    steps: torch.Tensor
-    ess_min: torch.Tensor
-    ess_sum: torch.Tensor
+
+@dataclass
+class _Tokens:
+    """Every row's tokens, for the rows that have left the engine batch (the others' are in the batch)."""
+
+    tokens: torch.Tensor  # (rows, longest prompt + max_new_tokens), -1 past each row's length
+    lengths: torch.Tensor
+    prompt_lengths: torch.Tensor
 
     @staticmethod
-    def empty(rows: int, systems: int, n: int, dev) -> _State:
-        z = functools.partial(torch.zeros, device=dev)
-        return _State(z(rows, dtype=torch.float64), z(rows, dtype=torch.float64), z(rows, dtype=torch.bool),
-                      *(z(systems, dtype=torch.long) for _ in range(3)), z(systems, dtype=torch.float64),
-                      z(systems, dtype=torch.float64))
+    def of(seqs: Sequences, max_new: int) -> _Tokens:
+        width = int(seqs.lengths.max()) + max_new
+        tokens = torch.full((len(seqs), width), -1, dtype=torch.long, device=seqs.tokens.device)
+        return _Tokens(tokens, seqs.lengths.clone(), seqs.prompt_lengths.clone())
 
-    def put(self, local: _State, run: torch.Tensor, which: torch.Tensor, n: int) -> None:
-        """Write the systems `which` (a mask over `run`, the systems `local` holds) into this full state."""
-        sys, pos = run[which], torch.where(which)[0]
-        for f in fields(self):
-            mine, theirs = getattr(self, f.name), getattr(local, f.name)
-            if f.name in ("logw", "logp", "done"):  # per particle
-                mine[_rows(sys, n)] = theirs[_rows(pos, n)]
-            else:
-                mine[sys] = theirs[pos]
+    def save(self, seqs: Sequences, batch: torch.Tensor, which: torch.Tensor) -> None:
+        """Copy the tokens of the batch's rows `which` (a mask over the batch) into their rows here."""
+        pos = torch.where(which)[0]
+        width = min(seqs.tokens.shape[1], self.tokens.shape[1])
+        self.tokens[batch[pos], :width] = seqs.tokens[pos, :width]
+        self.lengths[batch[pos]] = seqs.lengths[pos]
 
-    def astuple(self) -> tuple[torch.Tensor, ...]:
-        return tuple(getattr(self, f.name) for f in fields(self))
+    def permute(self, source: torch.Tensor) -> None:
+        self.tokens, self.lengths = self.tokens[source], self.lengths[source]
 
-
-def _rows(systems: torch.Tensor, n: int) -> torch.Tensor:
-    """The rows of `systems` (indices) when each system holds n consecutive rows."""
-    return (systems[:, None] * n + torch.arange(n, device=systems.device)).reshape(-1)
-
-
-def _tokens(seqs: Sequences, index: torch.Tensor) -> Sequences:
-    """Rows `index` of seqs as tokens only (no engine state such as a KV cache): what the results read."""
-    return Sequences(tokens=seqs.tokens[index], lengths=seqs.lengths[index],
-                     prompt_lengths=seqs.prompt_lengths[index], seeds=seqs.seeds[index], draws=seqs.draws[index])
-
-
-def _unpark(parked: list[tuple[torch.Tensor, Sequences]], rows: int, dev) -> Sequences:
-    """One token-only batch of all `rows` rows, each back at its place, from the pieces parked as systems ended."""
-    width = max(p.tokens.shape[1] for _, p in parked)
-    out = Sequences(tokens=torch.full((rows, width), -1, dtype=torch.long, device=dev),
-                    **{k: torch.zeros(rows, dtype=torch.long, device=dev)
-                       for k in ("lengths", "prompt_lengths", "seeds", "draws")})
-    for index, p in parked:
-        out.tokens[index, : p.tokens.shape[1]] = p.tokens
-        for k in ("lengths", "prompt_lengths", "seeds", "draws"):
-            getattr(out, k)[index] = getattr(p, k)
-    return out
+    def sequences(self) -> Sequences:
+        """A token-only batch (no engine state) of every row: what the results read."""
+        zeros = torch.zeros_like(self.lengths)
+        return Sequences(tokens=self.tokens, lengths=self.lengths, prompt_lengths=self.prompt_lengths,
+                         seeds=zeros, draws=zeros.clone())
 
 
 def _reset(logw: torch.Tensor, ancestors: torch.Tensor, low: torch.Tensor, n: int) -> torch.Tensor:
