@@ -16,6 +16,8 @@ resampling or statistics (a system stopped inside the bridge gets the rest of th
 end), so what it returns depends on its own seed only, never on what else is in the batch.
 When a system's effective sample size (sum w)^2 / sum w^2 drops below ess_threshold * N it is
 resampled; `engine.select` copies the chosen rows with their KV caches, so no prefix is recomputed.
+A particle that can draw no more leaves the engine batch (only its tokens are kept), so forward passes
+carry only particles that draw.
 At the end one particle per system is drawn with probability proportional to its weight. The output
 law reaches pi_alpha as N grows (bias O(1/N); measured in docs/samplers.md), and exp(log_z), the mean
 final weight, is an unbiased estimate of sum_y p(y)^alpha.
