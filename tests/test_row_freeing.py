@@ -36,11 +36,13 @@ def _engine() -> ToyEngine:
 
 
 def _counting(engine: ToyEngine) -> list[int]:
-    """Record the rows of every forward pass the engine runs."""
+    """Record the rows of every forward pass the engine runs, and (in engine.drawing) those that draw."""
     fed, step = [], engine._next_logits
+    engine.drawing = []
 
     def counted(seqs, active=None):
         fed.append(len(seqs))
+        engine.drawing.append(int(active.sum()))
         return step(seqs, active)
 
     engine._next_logits = counted
@@ -77,8 +79,9 @@ def test_smc_forward_passes_carry_only_particles_that_can_draw():
     assert len(out[1].token_ids) == 2  # the neighbour's system ends after two tokens (the context)
     assert fed[:2] == [2 * n, 2 * n]  # both systems draw while both run...
     assert max(fed[2:]) <= n < len(fed)  # ...then only the running one's particles are fed
-    # every row-slot fed to a forward pass drew a token: finished particles and systems ride no more
-    assert engine.slots_fed == sum(fed) == int(engine.slots_drawn) == sum(r.tokens_generated for r in out)
+    # idle rows (finished particles) leave once they are a quarter of the batch
+    assert all(d * 4 > f for d, f in zip(engine.drawing, fed, strict=True))
+    assert sum(engine.drawing) == int(engine.slots_drawn) == sum(r.tokens_generated for r in out)
 
 
 def _rollout_sizes(engine: ToyEngine) -> list[int]:
@@ -123,7 +126,8 @@ def test_smc_on_the_transformers_backend_frees_rows_with_their_caches():
     together = smc_sample(engine, [LONG, AT_WALL], [7, 9], SMC, num_samples=2)
     n = SMC.particles
     assert fed[0] == 4 * n and max(fed[2:]) <= 2 * n  # the neighbour's rows leave after two tokens
-    assert engine.slots_fed == sum(fed) == int(engine.slots_drawn) == sum(r.tokens_generated for r in together)
+    assert int(engine.slots_drawn) == sum(r.tokens_generated for r in together)
+    assert int(engine.slots_drawn) * 4 > engine.slots_fed * 3  # at least 3/4 of every pass draws
     alone = smc_sample(engine, [LONG], [7], SMC, num_samples=2)
     for a, b in zip(alone, together[:2], strict=True):
         assert a.token_ids == b.token_ids and a.stats["particle_ids"] == b.stats["particle_ids"]

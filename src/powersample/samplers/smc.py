@@ -16,8 +16,8 @@ resampling or statistics (a system stopped inside the bridge gets the rest of th
 end), so what it returns depends on its own seed only, never on what else is in the batch.
 When a system's effective sample size (sum w)^2 / sum w^2 drops below ess_threshold * N it is
 resampled; `engine.select` copies the chosen rows with their KV caches, so no prefix is recomputed.
-A particle that can draw no more leaves the engine batch (only its tokens are kept), so forward passes
-carry only particles that draw.
+A particle that can draw no more leaves the engine batch (only its tokens are kept; idle rows are dropped
+once they are a quarter of the batch), so forward passes carry mostly particles that draw.
 At the end one particle per system is drawn with probability proportional to its weight. The output
 law reaches pi_alpha as N grows (bias O(1/N); measured in docs/samplers.md), and exp(log_z), the mean
 final weight, is an unbiased estimate of sum_y p(y)^alpha.
@@ -85,16 +85,18 @@ def smc_sample(engine: Engine, prompts: list[list[int]], seeds: list[int], param
     steps = torch.zeros(systems, dtype=torch.long, device=dev)  # steps each system ran
     ess_min = torch.full((systems,), float(n), dtype=torch.float64, device=dev)
     ess_sum = torch.zeros(systems, dtype=torch.float64, device=dev)
-    # The engine batch holds only the particles that can still draw: `batch` lists their rows, in order. A
-    # particle that can draw no more never needs another forward pass, so its row leaves the batch (with its
-    # KV cache) and only its tokens stay, in `kept`; a finished system leaves entirely. The state above
+    # The engine batch holds the particles that can still draw: `batch` lists its rows, in order. A particle
+    # that can draw no more never needs another forward pass, so its row leaves the batch (with its KV cache)
+    # and only its tokens stay, in `kept`; a finished system leaves entirely. Leaving copies the remaining
+    # rows' caches (engine.shrink), so idle rows are dropped once they are a quarter of the batch (or at a
+    # resampling, which copies rows anyway): every forward pass is at least 3/4 drawing rows. The state above
     # covers every row, so the sampler's arithmetic is the same as if every row rode along.
     kept = _Tokens.of(seqs, params.max_new_tokens)
     batch = torch.arange(rows, device=dev)
 
     for t in range(1, params.max_new_tokens + 1):
         # 1. every particle that can draw draws one token from the proposal (temperature 1/alpha_t)
-        ext = engine.extend(seqs, 1, params.proposal(t))
+        ext = engine.extend(seqs, alive[batch].long(), params.proposal(t))
         if ext.tokens.shape[1] == 0:  # no particle could draw (all at the context's end)
             break
         drew = _scatter(ext.lengths > 0, batch, rows)  # a particle that could not draw is at the context's end
@@ -120,8 +122,8 @@ def smc_sample(engine: Engine, prompts: list[list[int]], seeds: list[int], param
         ess_sum += torch.where(active, ess, 0.0)
         low = active & (ess < params.ess_threshold * n) & (ess > 0)  # all-zero systems: nothing to resample
         leaving = ~alive[batch]  # rows in the batch that can draw no more
-        need, shrink = (x.item() for x in torch.stack([low.any(), leaving.any()]).cpu())  # one host sync
-        if not (need or shrink):
+        need, idle = (int(x) for x in torch.stack([low.any(), leaving.sum()]).cpu())  # one host sync
+        if not (need or 4 * idle >= len(batch)):
             continue
         # 4. the batch changes: keep the leaving rows' tokens, resample, and rebuild the batch from the rows
         # that can still draw (a resampled particle's row is a copy of its ancestor's, KV cache included)
