@@ -151,7 +151,7 @@ def smc_sample(engine: Engine, prompts: list[list[int]], seeds: list[int], param
                         device=dev).repeat_interleave(n)
     logw = logw + torch.where(rise > 0, rise * logp, 0.0)
 
-    # 4. one particle per system, drawn by weight (uniformly if every weight is zero)
+    # 5. one particle per system, drawn by weight (uniformly if every weight is zero)
     w, degenerate = _normalised(logw.view(systems, n))
     u = rng.uniform(sys_seeds, rng.Stream.SELECT, 0)
     pick = inverse_cdf(w, u[:, None]).squeeze(1)  # (systems,)
