@@ -113,12 +113,13 @@ def bench(engine, prompts, T: int, label: str) -> list[tuple]:
     powersample.sample(engine, prompts[:1], "temperature", **{**common, "max_new_tokens": 4})  # warm up
     rows = []
     for name, (method, opts) in METHODS.items():
+        engine.slots_fed, engine.slots_drawn = 0, 0  # occupancy of this method's forward passes
         t0 = time.perf_counter()
         res = powersample.sample(engine, prompts, method, **common, **opts)
         seconds = (time.perf_counter() - t0) / len(prompts)
         tokens = sum(r.tokens_generated for r in res) / len(prompts)
         length = sum(len(r.token_ids) for r in res) / len(res)
-        rows.append((label, name, length, tokens, seconds))
+        rows.append((label, name, length, tokens, seconds, engine.occupancy()))
     return rows
 
 
@@ -130,7 +131,14 @@ def main() -> None:
                     help="T on the Qwen-shaped model (its 151,936-wide head dominates CPU time)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model", default=None, help="bench this real model instead of the gym and Qwen-shaped ones")
+    ap.add_argument("--methods", default=None, help="only the methods whose names start with one of these "
+                    "(comma-separated, e.g. plain,smc)")
+    ap.add_argument("--gym-only", action="store_true", help="skip the Qwen-shaped model")
     args = ap.parse_args()
+    if args.methods:
+        wanted = tuple(args.methods.split(","))
+        for name in [m for m in METHODS if not m.startswith(wanted) and m != PLAIN]:
+            del METHODS[name]
     torch.set_num_threads(args.threads)
     if args.model:
         engine, prompts, label = model_setup(args.model, args.problems)
@@ -146,21 +154,25 @@ def main() -> None:
           f"{args.qwen_max_new_tokens} (qwen-shaped), alpha = 4, CPU ({args.threads} threads), "
           f"torch {torch.__version__}")
     rows = bench(gym_engine, gym_prompts, args.max_new_tokens, "gym")
+    if args.gym_only:
+        return print_table(rows)
     qwen = load_engine(qwen_shaped(), device="cpu", eos_token_id=151936)  # EOS outside the vocabulary: never
     rows += bench(qwen, _random_prompts(151936, args.problems, 16), args.qwen_max_new_tokens, "qwen-shaped")
     print_table(rows)
 
 
 def print_table(rows: list[tuple]) -> None:
-    # x plain: latency over plain sampling's; per token: the same per output token (lengths differ on gym)
+    # x plain: latency over plain sampling's; per token: the same per output token (lengths differ on gym);
+    # occupancy: share of the row-slots fed to forward passes that drew a token
     print(f"\n| {'model':<12}| {'method':<24}| {'length':>7}| {'tokens/problem':>15}| {'s/problem':>10}"
-          f"| {'x plain':>8}| {'x plain/token':>14}|")
-    print(f"|{'-' * 13}|{'-' * 25}|{'-' * 8}|{'-' * 16}|{'-' * 11}|{'-' * 9}|{'-' * 15}|")
-    plain = {label: (s, n) for label, name, n, _, s in rows if name == PLAIN}
-    for label, name, length, tokens, seconds in rows:
+          f"| {'x plain':>8}| {'x plain/token':>14}| {'occupancy':>10}|")
+    print(f"|{'-' * 13}|{'-' * 25}|{'-' * 8}|{'-' * 16}|{'-' * 11}|{'-' * 9}|{'-' * 15}|{'-' * 11}|")
+    plain = {label: (s, n) for label, name, n, _, s, _ in rows if name == PLAIN}
+    for label, name, length, tokens, seconds, occupancy in rows:
         ps, pn = plain[label]
         print(f"| {label:<12}| {name:<24}| {length:>7.1f}| {tokens:>15.0f}| {seconds:>10.3f}"
-              f"| {seconds / ps:>8.1f}| {(seconds / max(length, 1)) / (ps / max(pn, 1)):>14.1f}|")
+              f"| {seconds / ps:>8.1f}| {(seconds / max(length, 1)) / (ps / max(pn, 1)):>14.1f}"
+              f"| {occupancy:>10.1%}|")
 
 
 if __name__ == "__main__":

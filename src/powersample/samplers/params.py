@@ -149,6 +149,9 @@ class ScalableParams:
     rollouts: int = 8  # M: rollouts per candidate that estimate its future factor zeta; >= 1
     horizon: int = 192  # H: tokens per rollout after the candidate (truncated lookahead); >= 1
     max_new_tokens: int = 3072  # T
+    # at most this many rollout rows (each a copy of its row's KV cache) exist at once: the K*M rollouts of
+    # all rows run in groups of this size (memory per row in docs/samplers.md); the draws do not depend on it
+    rollout_batch: int = 64
     jackknife: bool = True  # the paper's jackknife bias correction (needs rollouts >= 2)
     exact_zeta: bool = False  # testing only: zeta by enumerating every future up to H (tiny vocabularies)
 
@@ -157,4 +160,5 @@ class ScalableParams:
         _positive_int("top_k_candidates", self.top_k_candidates)
         _positive_int("rollouts", self.rollouts)
         _positive_int("horizon", self.horizon)
+        _positive_int("rollout_batch", self.rollout_batch)
         _positive_int("max_new_tokens", self.max_new_tokens)

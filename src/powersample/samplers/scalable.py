@@ -17,8 +17,9 @@ and, because p_hat is a ratio of estimates (biased at O(1/M)), correct it by the
 
 (bias O(1/M^2)); p_jk is clipped at 0 and renormalised before x_t is drawn from it. A rollout that
 ends at EOS has the future it drew; a candidate that is EOS, or the last token allowed, has zeta = 1.
-All rollouts of all candidates of all rows run as one batch: `engine.select` fans each row out K*M
-times with its KV cache, and one `extend` forces the candidate and draws the H tokens after it.
+The rollouts of all candidates of all rows run batched: `engine.select` fans each row out K*M times with
+its KV cache, and one `extend` forces the candidate and draws the H tokens after it, in groups of at most
+`rollout_batch` rollout rows so that the cache copies stay bounded (memory in docs/samplers.md).
 
 `exact_zeta=True` replaces the rollouts by enumerating every future up to H (tiny vocabularies only):
 with K = vocabulary size and H >= max_new_tokens, the sampler then draws exactly from pi_alpha.
@@ -126,14 +127,24 @@ def _rollout_log_zeta(engine: Engine, seqs: Sequences, live: torch.Tensor, ids: 
     """log zeta_hat (L, K); leave-one-out versions (L, M, K) or None (no jackknife); tokens spent per row."""
     n_live, k = ids.shape
     m, alpha = params.rollouts, params.alpha
-    # fan every live row out to K*M rollout rows, caches included; each rollout gets its own fresh stream
+    # fan every live row out to K*M rollout rows, caches included; each rollout gets its own fresh stream.
+    # The fan-out runs in groups of at most `rollout_batch` rows, so at most that many cache copies exist at
+    # once (a rollout's tokens depend on its seed only, so the grouping changes no draw)
     parent = live.repeat_interleave(k * m)  # (L*K*M,)
     slot = torch.arange(k * m, device=live.device).repeat(n_live)
-    roll = engine.select(seqs, parent, seeds=rng.hash64(seqs.seeds[parent], rng.Stream.ROLLOUT, t, slot))
-    # force the candidate, then draw up to h tokens from the base model (temperature 1)
-    ext = engine.extend(roll, torch.tensor(h + 1, device=live.device), _BASE,
-                        first=ids.repeat_interleave(m, dim=1).reshape(-1))
-    future = ext.logp[:, 1:].double().sum(1).view(n_live, k, m)  # log p(future | prefix, x); 0 if none
+    seeds = rng.hash64(seqs.seeds[parent], rng.Stream.ROLLOUT, t, slot)
+    first = ids.repeat_interleave(m, dim=1).reshape(-1)  # force the candidate, then up to h base-model tokens
+    logp = torch.zeros(len(parent), h, dtype=torch.float64, device=live.device)  # each future token's log p
+    lengths = torch.zeros(len(parent), dtype=torch.long, device=live.device)
+    for a in range(0, len(parent), params.rollout_batch):
+        group = slice(a, a + params.rollout_batch)
+        roll = engine.select(seqs, parent[group], seeds=seeds[group])
+        ext = engine.extend(roll, torch.tensor(h + 1, device=live.device), _BASE, first=first[group])
+        future_logp = ext.logp[:, 1:].double()  # (group, <= h): no column when every rollout is at the context
+        logp[group, : future_logp.shape[1]] = future_logp
+        lengths[group] = ext.lengths
+        del roll, ext  # free this group's caches before the next group's are made
+    future = logp.sum(1).view(n_live, k, m)  # log p(future | prefix, x); 0 if none
     log_w = (alpha - 1.0) * future  # (L, K, M): each rollout's p(future)^(alpha-1)
     log_zeta = torch.logsumexp(log_w, 2) - math.log(m)
     loo = None
@@ -142,7 +153,7 @@ def _rollout_log_zeta(engine: Engine, seqs: Sequences, live: torch.Tensor, ids: 
         eye = torch.eye(m, dtype=torch.bool, device=live.device)
         masked = log_w[:, :, None, :].expand(-1, -1, m, -1).masked_fill(eye, -math.inf)  # (L, K, M_s, M)
         loo = (torch.logsumexp(masked, 3) - math.log(m - 1)).transpose(1, 2)  # (L, M_s, K)
-    spent = ext.lengths.view(n_live, k * m).sum(1)
+    spent = lengths.view(n_live, k * m).sum(1)
     return log_zeta, loo, spent
 
 

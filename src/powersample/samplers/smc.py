@@ -16,6 +16,8 @@ resampling or statistics (a system stopped inside the bridge gets the rest of th
 end), so what it returns depends on its own seed only, never on what else is in the batch.
 When a system's effective sample size (sum w)^2 / sum w^2 drops below ess_threshold * N it is
 resampled; `engine.select` copies the chosen rows with their KV caches, so no prefix is recomputed.
+A particle that can draw no more leaves the engine batch (only its tokens are kept; idle rows are dropped
+once they are a quarter of the batch), so forward passes carry mostly particles that draw.
 At the end one particle per system is drawn with probability proportional to its weight. The output
 law reaches pi_alpha as N grows (bias O(1/N); measured in docs/samplers.md), and exp(log_z), the mean
 final weight, is an unbiased estimate of sum_y p(y)^alpha.
@@ -29,11 +31,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from .. import rng
-from ..engine.base import Engine
+from ..engine.base import Engine, Sequences
 from .params import SMCParams
 from .resampling import inverse_cdf, resample
 from .result import Result, make_result
@@ -82,19 +85,30 @@ def smc_sample(engine: Engine, prompts: list[list[int]], seeds: list[int], param
     steps = torch.zeros(systems, dtype=torch.long, device=dev)  # steps each system ran
     ess_min = torch.full((systems,), float(n), dtype=torch.float64, device=dev)
     ess_sum = torch.zeros(systems, dtype=torch.float64, device=dev)
+    # The engine batch holds the particles that can still draw: `batch` lists its rows, in order. A particle
+    # that can draw no more never needs another forward pass, so its row leaves the batch (with its KV cache)
+    # and only its tokens stay, in `kept`; a finished system leaves entirely. Leaving copies the remaining
+    # rows' caches (engine.shrink), so idle rows are dropped once they are a quarter of the batch (or at a
+    # resampling, which copies rows anyway): every forward pass is at least 3/4 drawing rows. The state above
+    # covers every row, so the sampler's arithmetic is the same as if every row rode along.
+    kept = _Tokens.of(seqs, params.max_new_tokens)
+    batch = torch.arange(rows, device=dev)
 
     for t in range(1, params.max_new_tokens + 1):
         # 1. every particle that can draw draws one token from the proposal (temperature 1/alpha_t)
-        ext = engine.extend(seqs, alive.long(), params.proposal(t))
-        if ext.tokens.shape[1] == 0:  # no particle could draw (resampling can leave only finished ones)
+        ext = engine.extend(seqs, alive[batch].long(), params.proposal(t))
+        if ext.tokens.shape[1] == 0:  # no particle could draw (all at the context's end)
             break
-        drew = ext.lengths > 0  # a particle that could not draw is at the context's end: it never will
-        alive = drew & ~ext.eos
-        done = done | ext.eos
+        drew = _scatter(ext.lengths > 0, batch, rows)  # a particle that could not draw is at the context's end
+        eos = _scatter(ext.eos, batch, rows)
+        alive = drew & ~eos
+        if engine.max_length is not None:  # one that has just reached the context's end can draw no more
+            alive &= _scatter(seqs.lengths < engine.max_length, batch, rows)
+        done = done | eos
         # a system with no particle drawing is finished: it takes no further weight, resampling or stats
         active = drew.view(systems, n).any(1)  # (systems,)
-        lp = torch.where(drew, ext.logp[:, 0], 0.0)
-        lq = torch.where(drew, ext.logq[:, 0], 0.0)
+        lp = _scatter(torch.where(ext.lengths > 0, ext.logp[:, 0], 0.0), batch, rows)
+        lq = _scatter(torch.where(ext.lengths > 0, ext.logq[:, 0], 0.0), batch, rows)
         # 2. reweight: the one place a log weight changes
         a_t, a_prev = params.exponent(t), params.exponent(t - 1)
         step = increment(a_t, a_prev, lp, lq, drew, logp)
@@ -107,23 +121,37 @@ def smc_sample(engine: Engine, prompts: list[list[int]], seeds: list[int], param
         ess_min = torch.where(active, torch.minimum(ess_min, ess), ess_min)
         ess_sum += torch.where(active, ess, 0.0)
         low = active & (ess < params.ess_threshold * n) & (ess > 0)  # all-zero systems: nothing to resample
-        need, finished = (x.item() for x in torch.stack([low.any(), ~alive.any()]).cpu())  # one host sync
+        leaving = ~alive[batch]  # rows in the batch that can draw no more
+        need, idle = (int(x) for x in torch.stack([low.any(), leaving.sum()]).cpu())  # one host sync
+        if not (need or 4 * idle >= len(batch)):
+            continue
+        # 4. the batch changes: keep the leaving rows' tokens, resample, and rebuild the batch from the rows
+        # that can still draw (a resampled particle's row is a copy of its ancestor's, KV cache included)
+        kept.save(seqs, batch, leaving)
+        source = torch.arange(rows, device=dev)  # each row's row before resampling
         if need:
-            ancestors = _ancestors(logw.view(systems, n), low, sys_seeds, t, params.resampling)  # (rows,)
-            seqs = engine.select(seqs, ancestors)
-            logp, done, alive = logp[ancestors], done[ancestors], alive[ancestors]
-            logw = _reset(logw, ancestors, low, n)
+            source = _ancestors(logw.view(systems, n), low, sys_seeds, t, params.resampling)  # (rows,)
+            kept.permute(source)
+            logp, done, alive = logp[source], done[source], alive[source]
+            logw = _reset(logw, source, low, n)
             resamples += low
-        if finished:
+        position = torch.full((rows,), -1, dtype=torch.long, device=dev)  # row -> its place in the batch
+        position[batch] = torch.arange(len(batch), device=dev)
+        batch = torch.where(alive)[0]
+        if len(batch) == 0:
             break
-
+        # select gives a duplicated row its own fresh stream, exactly as if every row were in the batch
+        seqs = engine.select(seqs, position[source[batch]]) if need else engine.shrink(seqs, position[batch])
+    if len(batch):
+        kept.save(seqs, batch, torch.ones(len(batch), dtype=torch.bool, device=dev))
+    seqs = kept.sequences()
     # a system that stopped before the bridge's end still ends at p^alpha: raise its exponent the rest of
     # the way (the exponent's rise times log p of the whole completion)
     rise = torch.tensor([params.alpha - params.exponent(s) for s in steps.tolist()], dtype=torch.float64,
                         device=dev).repeat_interleave(n)
     logw = logw + torch.where(rise > 0, rise * logp, 0.0)
 
-    # 4. one particle per system, drawn by weight (uniformly if every weight is zero)
+    # 5. one particle per system, drawn by weight (uniformly if every weight is zero)
     w, degenerate = _normalised(logw.view(systems, n))
     u = rng.uniform(sys_seeds, rng.Stream.SELECT, 0)
     pick = inverse_cdf(w, u[:, None]).squeeze(1)  # (systems,)
@@ -133,6 +161,42 @@ def smc_sample(engine: Engine, prompts: list[list[int]], seeds: list[int], param
     seconds = (time.perf_counter() - t0) / len(prompts)
     return _results(engine, seqs, params, chosen.tolist(), w, degenerate, logp, done, logw, generated,
                     resamples, ess_min, ess_sum / steps.clamp(min=1), num_samples, seconds)
+
+
+def _scatter(values: torch.Tensor, batch: torch.Tensor, rows: int) -> torch.Tensor:
+    """Values of the rows in the batch (positions) spread over all rows, zero (False) for the others."""
+    return torch.zeros(rows, dtype=values.dtype, device=values.device).index_copy_(0, batch, values)
+
+
+@dataclass
+class _Tokens:
+    """Every row's tokens, for the rows that have left the engine batch (the others' are in the batch)."""
+
+    tokens: torch.Tensor  # (rows, longest prompt + max_new_tokens), -1 past each row's length
+    lengths: torch.Tensor
+    prompt_lengths: torch.Tensor
+
+    @staticmethod
+    def of(seqs: Sequences, max_new: int) -> _Tokens:
+        width = int(seqs.lengths.max()) + max_new
+        tokens = torch.full((len(seqs), width), -1, dtype=torch.long, device=seqs.tokens.device)
+        return _Tokens(tokens, seqs.lengths.clone(), seqs.prompt_lengths.clone())
+
+    def save(self, seqs: Sequences, batch: torch.Tensor, which: torch.Tensor) -> None:
+        """Copy the tokens of the batch's rows `which` (a mask over the batch) into their rows here."""
+        pos = torch.where(which)[0]
+        width = min(seqs.tokens.shape[1], self.tokens.shape[1])
+        self.tokens[batch[pos], :width] = seqs.tokens[pos, :width]
+        self.lengths[batch[pos]] = seqs.lengths[pos]
+
+    def permute(self, source: torch.Tensor) -> None:
+        self.tokens, self.lengths = self.tokens[source], self.lengths[source]
+
+    def sequences(self) -> Sequences:
+        """A token-only batch (no engine state) of every row: what the results read."""
+        zeros = torch.zeros_like(self.lengths)
+        return Sequences(tokens=self.tokens, lengths=self.lengths, prompt_lengths=self.prompt_lengths,
+                         seeds=zeros, draws=zeros.clone())
 
 
 def _reset(logw: torch.Tensor, ancestors: torch.Tensor, low: torch.Tensor, n: int) -> torch.Tensor:
