@@ -24,6 +24,7 @@ from powersample.samplers.params import PowerParams
 from powersample.samplers.power import power_sample, suffix_log_ratio
 
 ALPHA, T, CHAINS = 4.0, 3, 20_000
+BROKEN_CHAINS = 4_000  # enough for every broken variant to fail with a wide margin (printed on failure)
 PROMPT = [0, 2]
 CONFIGS = {
     # name: (tiny_llama kwargs, proposal temperature, MH steps, variants that must fail)
@@ -44,13 +45,13 @@ def setup(request):
     return model, enum, law, params, broken
 
 
-def _tolerance(enum, law) -> float:
-    return tv(law, enum.pi) + noise_tolerance(law, CHAINS)
+def _tolerance(enum, law, chains: int = CHAINS) -> float:
+    return tv(law, enum.pi) + noise_tolerance(law, chains)
 
 
-def _run(model, params, variant: str, seed: int = 0):
+def _run(model, params, variant: str, seed: int = 0, chains: int = CHAINS):
     eng = toy_engine(model, params.max_new_tokens)
-    return power_sample(eng, [PROMPT], [seed], params, num_samples=CHAINS, log_ratio=VARIANTS[variant])
+    return power_sample(eng, [PROMPT], [seed], params, num_samples=chains, log_ratio=VARIANTS[variant])
 
 
 # -- the acceptance ratio as public code gets it wrong (each must fail the exactness test) -----------
@@ -104,9 +105,10 @@ def test_mh_matches_pi_alpha(setup):
 
 def test_broken_samplers_fail_the_same_test(setup):
     model, enum, law, params, broken = setup
-    tol = _tolerance(enum, law)
+    tol = _tolerance(enum, law, BROKEN_CHAINS)
     for variant in broken:
-        emp = enum.empirical([r.token_ids for r in _run(model, params, variant)])
+        emp = enum.empirical([r.token_ids for r in _run(model, params, variant, chains=BROKEN_CHAINS)])
+        print(f"{variant}: TV {tv(emp, enum.pi):.4f}, tolerance {tol:.4f}")
         assert tv(emp, enum.pi) > tol, f"{variant}: TV {tv(emp, enum.pi):.4f} within tolerance {tol:.4f}"
 
 
