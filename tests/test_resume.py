@@ -4,11 +4,15 @@ as the uninterrupted run (samplers/scheduler.py: on_block, resume; eval: evaluat
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
 from powersample.engine.toy import ToyEngine
 from powersample.errors import PowerSampleError
+from powersample.evaluation import EvalConfig, run_eval
+from powersample.evaluation.runner import ChainFiles
+from powersample.evaluation.store import read_rows
 from powersample.samplers.params import PowerParams
 from powersample.samplers.power import suffix_log_ratio
 from powersample.samplers.scheduler import ChainState, run_chains
@@ -70,3 +74,69 @@ def test_a_state_that_does_not_fit_raises_one_line():
         run_chains(_engine(), PROMPTS[:1], SEEDS[:1], params, suffix_log_ratio, resume={(0, 0): bad})
     with pytest.raises(PowerSampleError, match="does not fit"):  # other settings: T = 3 has one block only
         ChainState.from_dict(state).check(PowerParams(**{**POWER, "max_new_tokens": 3}))
+
+
+def _eval(tmp_path, out, **kw):
+    from test_streaming import Digits
+
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps({"id": f"q/{i}", "prompt": f"{i} plus {i}", "answer": str(i % 10)}) + "\n"
+                            for i in range(5)))
+    engine = ToyEngine.random(12, seed=5, scale=1.0, eos_token_ids=[1], tokenizer=Digits())
+    config = EvalConfig(task="jsonl", model="toy", data=str(data), task_options={"grader": "number"},
+                        samples_per_problem=2, batch_size=2, grade_workers=0, out=str(tmp_path / out),
+                        sampler=dict(alpha=4.0, mcmc_steps=3, max_new_tokens=12, block_size=3, stop_at_eos=False))
+    return run_eval(config, model=engine, progress=False, **kw)
+
+
+def _rows(out):
+    def strip(v):  # wall times differ between runs
+        if isinstance(v, dict):
+            return {k: strip(x) for k, x in v.items() if k != "seconds"}
+        return [strip(x) for x in v] if isinstance(v, list) else v
+    return strip(sorted(read_rows(out), key=lambda r: (r["id"], r["sample_index"])))
+
+
+def test_eval_interrupted_mid_problem_resumes_its_chains_and_writes_the_uninterrupted_rows(tmp_path, monkeypatch,
+                                                                                          caplog):
+    """Ctrl-C (a KeyboardInterrupt from the 7th block save) mid-run; the rerun continues the saved chains
+    from their next block (and logs it) and ends with exactly the rows of an uninterrupted run."""
+    _eval(tmp_path, "full")
+    save, saves = ChainFiles.save, []
+
+    def interrupted(self, chain, state):
+        save(self, chain, state)
+        saves.append(chain)
+        if len(saves) == 7:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ChainFiles, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _eval(tmp_path, "cut")
+    monkeypatch.setattr(ChainFiles, "save", save)
+    files = sorted((tmp_path / "cut" / "chains").glob("*.json"))
+    assert len(files) == 4  # one per running chain (2 x batch_size rows), none for finished ones
+    assert len(read_rows(tmp_path / "cut")) < 10
+    with caplog.at_level(logging.INFO, logger="powersample.evaluation.runner"):
+        _eval(tmp_path, "cut")
+    resumed = [m for m in caplog.messages if m.startswith("resuming problem")]
+    assert len(resumed) == 4 and any("at block 3" in m for m in resumed)
+    assert _rows(tmp_path / "cut") == _rows(tmp_path / "full")
+    assert list((tmp_path / "cut" / "chains").glob("*")) == []  # each deleted once its row was written
+
+
+def test_eval_discards_a_corrupt_or_foreign_chain_state_with_a_warning(tmp_path, monkeypatch, caplog):
+    _eval(tmp_path, "full")
+    monkeypatch.setattr(ChainFiles, "save", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        _eval(tmp_path, "cut")  # nothing saved: the first save raises
+    monkeypatch.undo()
+    chains = ChainFiles(tmp_path / "cut", [], [])
+    chains.dir.mkdir()
+    chains.path("q/0", 0).write_text("{not json")
+    chains.path("q/1", 1).write_text(json.dumps({"id": "q/1", "sample_index": 1, "seed": 5, "state": {}}))
+    with caplog.at_level(logging.WARNING, logger="powersample.evaluation.runner"):
+        _eval(tmp_path, "cut")
+    warned = [m for m in caplog.messages if m.startswith("discarding the chain state")]
+    assert len(warned) == 2 and "another chain or run" in warned[1]
+    assert _rows(tmp_path / "cut") == _rows(tmp_path / "full")
