@@ -140,3 +140,34 @@ def test_eval_discards_a_corrupt_or_foreign_chain_state_with_a_warning(tmp_path,
     warned = [m for m in caplog.messages if m.startswith("discarding the chain state")]
     assert len(warned) == 2 and "another chain or run" in warned[1]
     assert _rows(tmp_path / "cut") == _rows(tmp_path / "full")
+
+
+def test_on_the_gym_model_a_resumed_eval_draws_the_same_tokens(tmp_path, monkeypatch):
+    """The transformers engine: a resumed row's cache is computed in one pass, not token by token, which
+    moves float32 log p and entropies in the 7th digit (as a different batch shape does); the tokens, acceptance and
+    grades are identical."""
+    settings = dict(task="gym", model="gym", method="power", samples_per_problem=2, limit=4, grade_workers=0,
+                    batch_size=2, sampler={"alpha": 4.0, "mcmc_steps": 2, "max_new_tokens": 16, "block_size": 4,
+                                           "stop_at_eos": False})
+    run_eval(EvalConfig(out=str(tmp_path / "full"), **settings), progress=False)
+    save, saves = ChainFiles.save, []
+
+    def interrupted(self, chain, state):
+        save(self, chain, state)
+        saves.append(chain)
+        if len(saves) == 7:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ChainFiles, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(EvalConfig(out=str(tmp_path / "cut"), **settings), progress=False)
+    monkeypatch.undo()
+    run_eval(EvalConfig(out=str(tmp_path / "cut"), **settings), progress=False)
+
+    def rounded(v):  # log p, mean entropy, mean top-1
+        if isinstance(v, dict):
+            return {k: rounded(x) for k, x in v.items()}
+        if isinstance(v, float):
+            return round(v, 4)
+        return [rounded(x) for x in v] if isinstance(v, list) else v
+    assert rounded(_rows(tmp_path / "cut")) == rounded(_rows(tmp_path / "full"))
