@@ -259,7 +259,7 @@ def _schedule(engine: Engine, prompts: list[list[int]], seeds: list[int], params
         for r, c, s in zip(free, new, states, strict=True):
             if s is None:
                 continue
-            log.info("resuming prompt %d chain %d at block %d", *queue[c], s.block + 1)
+            log.debug("resuming prompt %d chain %d at block %d", *queue[c], s.block + 1)
             n = len(s.token_ids)
             for name in ("logp", "logq", "entropy", "top1"):
                 getattr(track, name)[r, :n] = torch.tensor(getattr(s, name), dtype=torch.float64)
