@@ -2,7 +2,8 @@
 
 A sampler holds a `Sequences` batch (one row per chain, particle or rollout) and asks the engine to:
 
-- `start`   : a batch of prompts (token ids), row r drawing from its own random stream `seeds[r]`.
+- `start`   : a batch of prompts (token ids), row r drawing from its own random stream `seeds[r]`; a resumed
+              row may start with its completion so far and its stream's draw count (`completions`, `draws`).
 - `extend`  : sample up to `max_new[r]` tokens for each row from the proposal q, stopping at EOS or the
               model's context, and return each new token's id, log p (base model, temperature 1),
               log q (the proposal) and diagnostics, all from the forward pass that drew it (`Extension`).

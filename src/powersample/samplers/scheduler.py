@@ -145,6 +145,7 @@ def _schedule(engine: Engine, prompts: list[list[int]], seeds: list[int], params
     where chains may still be added: they would find fewer rows)."""
     t0 = time.perf_counter()
     dev = engine.device
+    resume = resume or {}
     def chain_seed(c: int) -> int:
         i, j = queue[c]
         return rng.derive_seeds(seeds[i], "chain", j)  # as chains.fan_out derives them
