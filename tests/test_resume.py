@@ -171,3 +171,18 @@ def test_on_the_gym_model_a_resumed_eval_draws_the_same_tokens(tmp_path, monkeyp
             return round(v, 4)
         return [rounded(x) for x in v] if isinstance(v, list) else v
     assert rounded(_rows(tmp_path / "cut")) == rounded(_rows(tmp_path / "full"))
+
+
+def test_a_chain_state_that_cannot_be_saved_is_a_warning_and_the_run_goes_on(tmp_path, monkeypatch, caplog):
+    from powersample.evaluation import runner
+
+    _eval(tmp_path, "full")
+
+    def full_disk(*a):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runner, "write_json_atomic", full_disk)
+    with caplog.at_level(logging.WARNING, logger="powersample.evaluation.runner"):
+        _eval(tmp_path, "cut")
+    assert any(m.startswith("could not save the state") and "No space" in m for m in caplog.messages)
+    assert _rows(tmp_path / "cut") == _rows(tmp_path / "full")

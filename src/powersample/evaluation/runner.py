@@ -211,7 +211,7 @@ def _run_on_ray(config: EvalConfig, todo: list[Problem], done: set[tuple[str, in
     from .store import RUN_FILE, write_json_atomic
 
     def submit(r, problems, model):
-        _submit(r, problems, done, task, model, pool, store, stats, bar)
+        _submit(r, problems, done, task, model, pool, store, stats, bar, ChainFiles(store.dir, problems, []).forget)
         if pool.fatal:
             raise PowerSampleError(f"{pool.fatal}; the rows written so far are kept")
 
@@ -225,7 +225,14 @@ def _run_on_ray(config: EvalConfig, todo: list[Problem], done: set[tuple[str, in
                 if bar is not None:
                     bar.update(1)
 
-    info = run_on_ray(config, todo, lambda chunk: _sample_kwargs(config, chunk), submit, write_error,
+    def sample_kwargs(chunk: list[Problem]) -> dict[str, Any]:
+        kwargs = _sample_kwargs(config, chunk)
+        if config.method == "power":  # workers save running chains in RUN_DIR/chains/: on this node or a shared disk
+            chains = ChainFiles(store.dir, chunk, kwargs["seeds"])
+            kwargs.update(on_block=chains.save, resume=chains.load(config, done))
+        return kwargs
+
+    info = run_on_ray(config, todo, sample_kwargs, submit, write_error,
                       sample_fn=sample_fn, open_kwargs=open_kwargs)
     record = json.loads((store.dir / RUN_FILE).read_text(encoding="utf-8"))
     write_json_atomic(store.dir / RUN_FILE, {**record, "ray": info})
@@ -340,9 +347,12 @@ class ChainFiles:
     def save(self, chain: tuple[int, int], state) -> None:
         """The scheduler's on_block."""
         i, j = chain
-        self.dir.mkdir(exist_ok=True)
-        write_json_atomic(self.path(self.problems[i].id, j), {"id": self.problems[i].id, "sample_index": j,
-                                                               "seed": self.seeds[i], "state": state.to_dict()})
+        try:  # (not parents=True: a Ray worker on a node without the run directory must not make one)
+            self.dir.mkdir(exist_ok=True)
+            write_json_atomic(self.path(self.problems[i].id, j), {"id": self.problems[i].id, "sample_index": j,
+                                                                   "seed": self.seeds[i], "state": state.to_dict()})
+        except OSError as e:  # saving only saves time on a rerun: never let it stop the sampling
+            log.warning("could not save the state of problem %s chain %d (%s)", self.problems[i].id, j, e)
 
     def forget(self, problem_id: str, j: int) -> None:
         self.path(problem_id, j).unlink(missing_ok=True)
@@ -353,26 +363,26 @@ class ChainFiles:
         from ..samplers.scheduler import ChainState
 
         params = make_params(config.method, **config.sampler)
-        index = {p.id: i for i, p in enumerate(self.problems)}
         resume = {}
-        for path in sorted(self.dir.glob("*.json")):
-            try:
-                saved = json.loads(path.read_text(encoding="utf-8"))
-                i, j = index.get(saved["id"]), saved["sample_index"]
-                if (saved["id"], j) in done or i is None:  # finished (or another shard's): nothing to resume
-                    path.unlink()
+        for i, p in enumerate(self.problems):  # only these problems' files (a Ray chunk's, say)
+            for path in sorted(self.dir.glob(self.path(p.id, 0).name.replace("-0.json", "-*.json"))):
+                try:
+                    saved = json.loads(path.read_text(encoding="utf-8"))
+                    j = saved["sample_index"]
+                    check(saved["id"] == p.id and path == self.path(p.id, j) and saved["seed"] == self.seeds[i],
+                          "it belongs to another chain or run", "state")
+                    if (p.id, j) in done:  # its row is written: nothing to resume
+                        path.unlink()
+                        continue
+                    state = ChainState.from_dict(saved["state"])
+                    state.check(params)
+                except (OSError, ValueError, TypeError, KeyError, PowerSampleError) as e:
+                    log.warning("discarding the chain state %s (%s): that chain starts again from its first "
+                                "block", path, e)
+                    path.unlink(missing_ok=True)
                     continue
-                check(path == self.path(saved["id"], j) and saved["seed"] == self.seeds[i],
-                      "it belongs to another chain or run", "state")
-                state = ChainState.from_dict(saved["state"])
-                state.check(params)
-            except (OSError, ValueError, TypeError, KeyError, PowerSampleError) as e:
-                log.warning("discarding the chain state %s (%s): that chain starts again from its first block",
-                            path, e)
-                path.unlink(missing_ok=True)
-                continue
-            log.info("resuming problem %s chain %d at block %d", saved["id"], j, state.block + 1)
-            resume[i, j] = state
+                log.info("resuming problem %s chain %d at block %d", p.id, j, state.block + 1)
+                resume[i, j] = state
         return resume
 
 
