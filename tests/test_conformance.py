@@ -224,6 +224,28 @@ def test_tokens_depend_on_the_row_seed_only_not_on_the_batch(engine):
     assert other != alone
 
 
+def test_a_row_started_from_its_saved_completion_draws_what_it_would_have(engine):
+    """Resuming (samplers/scheduler.py): a row restarted from prompt + completion so far, with its stream's
+    draw count, by `start` or `join`, draws the same next tokens with the same scores as the row that ran on."""
+    eng, _ = engine
+    seqs = eng.start([[0, 7, 8]], seeds=[42])
+    head = eng.extend(seqs, torch.tensor(4), Q).row(0) + eng.extend(seqs, torch.tensor(3), Q).row(0)
+    drawn = int(seqs.draws[0])
+    rest = eng.extend(seqs, torch.tensor(6), Q)
+    resumed = eng.start([[0, 3], [0, 7, 8]], seeds=[1, 42], completions=[[], head], draws=[0, drawn])
+    assert resumed.completion(1) == head and int(resumed.prompt_lengths[1]) == 3
+    again = eng.extend(resumed, torch.tensor(6), Q)
+    joined = eng.start([[0, 3], [0, 9]], seeds=[1, 2])
+    eng.extend(joined, torch.tensor(2), Q)
+    eng.join(joined, torch.tensor([1]), [[0, 7, 8]], [42], completions=[head], draws=[drawn])
+    late = eng.extend(joined, torch.tensor(6), Q)
+    for ext in (again, late):
+        assert ext.row(1) == rest.row(0)
+        torch.testing.assert_close(ext.logp[1, : len(rest.row(0))], rest.logp[0, : len(rest.row(0))])
+        torch.testing.assert_close(ext.logq[1, : len(rest.row(0))], rest.logq[0, : len(rest.row(0))])
+    assert int(resumed.draws[1]) == int(joined.draws[1]) == int(seqs.draws[0])
+
+
 def test_full_context_stops_rows_and_long_prompts_raise(backend):
     eng, _ = backend(10)
     seqs = eng.start([[0, 2, 3, 4, 5, 6], [0, 2]], seeds=[0, 1])

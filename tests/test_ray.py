@@ -136,3 +136,34 @@ def test_cli_ray_run_resumes_after_the_driver_dies(cluster, local, tmp_path, cap
     assert main(args[:-3]) == 0
     rows = read_rows(out)
     assert len(rows) == 12 and _by_key(rows) == local_rows
+
+
+def test_ray_workers_continue_chains_saved_mid_problem(cluster, local, tmp_path, monkeypatch):
+    """A single-process run interrupted mid-problem leaves chain states; the rerun on Ray continues them
+    (one is tampered with, its accepted count lowered, so that its row shows the state was used) and
+    deletes each once its row is written."""
+    from powersample.evaluation.runner import ChainFiles
+
+    out, save, saves = tmp_path / "run", ChainFiles.save, []
+
+    def interrupted(self, chain, state):
+        save(self, chain, state)
+        saves.append(chain)
+        if len(saves) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ChainFiles, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(EvalConfig(out=str(out), **SETTINGS), progress=False)
+    monkeypatch.undo()
+    files = sorted((out / "chains").glob("*.json"))
+    saved = [json.loads(f.read_text()) for f in files]
+    tampered = next(i for i, s in enumerate(saved) if s["state"]["accepted"] > 0)
+    saved[tampered]["state"]["accepted"] -= 1
+    files[tampered].write_text(json.dumps(saved[tampered]))
+    run_eval(EvalConfig(out=str(out), ray="", workers=2, **SETTINGS), progress=False)
+    rows = _by_key(read_rows(out))
+    key = (saved[tampered]["id"], saved[tampered]["sample_index"])
+    assert rows[key] != local[1][key] and {k: v for k, v in rows.items() if k != key} == \
+        {k: v for k, v in local[1].items() if k != key}
+    assert list((out / "chains").glob("*")) == []

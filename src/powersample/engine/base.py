@@ -2,7 +2,8 @@
 
 A sampler holds a `Sequences` batch (one row per chain, particle or rollout) and asks the engine to:
 
-- `start`   : a batch of prompts (token ids), row r drawing from its own random stream `seeds[r]`.
+- `start`   : a batch of prompts (token ids), row r drawing from its own random stream `seeds[r]`; a resumed
+              row may start with its completion so far and its stream's draw count (`completions`, `draws`).
 - `extend`  : sample up to `max_new[r]` tokens for each row from the proposal q, stopping at EOS or the
               model's context, and return each new token's id, log p (base model, temperature 1),
               log q (the proposal) and diagnostics, all from the forward pass that drew it (`Extension`).
@@ -178,8 +179,16 @@ class Engine(ABC):
 
     # -- the contract: what samplers call ---------------------------------------------------------
 
-    def start(self, prompts: Sequence[Sequence[int]], seeds: Sequence[int]) -> Sequences:
-        """A new batch holding `prompts` (token ids), row r drawing from random stream `seeds[r]`."""
+    def start(self, prompts: Sequence[Sequence[int]], seeds: Sequence[int],
+              completions: Sequence[Sequence[int]] | None = None, draws: Sequence[int] | None = None) -> Sequences:
+        """A new batch holding `prompts` (token ids), row r drawing from random stream `seeds[r]`.
+
+        A resumed row (samplers/scheduler.py) starts where it stopped: `completions[r]` follows its prompt as
+        completion tokens, and its stream has already drawn `draws[r]` tokens (so it draws the next ones)."""
+        if completions is not None:
+            check(len(completions) == len(prompts), "need one completion per prompt", "completions")
+            prompts_only = [len(p) for p in prompts]
+            prompts = [[*p, *c] for p, c in zip(prompts, completions, strict=True)]
         check(len(prompts) > 0, "no prompts given", "prompts")
         check(len(seeds) == len(prompts), f"need one seed per prompt: {len(prompts)} prompts, {len(seeds)} seeds",
               "seeds")
@@ -196,9 +205,10 @@ class Engine(ABC):
         lengths = torch.tensor(lens, dtype=torch.long)
         return self.sequences_class(
             tokens=tokens.to(self.device), lengths=lengths.to(self.device),
-            prompt_lengths=lengths.clone().to(self.device),
+            prompt_lengths=torch.tensor(prompts_only if completions is not None else lens, device=self.device),
             seeds=torch.tensor([int(s) for s in seeds], dtype=torch.long, device=self.device),
-            draws=torch.zeros(len(prompts), dtype=torch.long, device=self.device))
+            draws=torch.tensor([int(d) for d in draws] if draws is not None else [0] * len(prompts),
+                               dtype=torch.long, device=self.device))
 
     @torch.no_grad()
     def extend(self, seqs: Sequences, max_new: torch.Tensor | int, proposal: Proposal,
@@ -252,15 +262,17 @@ class Engine(ABC):
         seqs.pending = (old_tokens, old_lengths, left) if bool(left.any()) else None
 
     def join(self, seqs: Sequences, rows: torch.Tensor, prompts: Sequence[Sequence[int]],
-             seeds: Sequence[int]) -> None:
+             seeds: Sequence[int], completions: Sequence[Sequence[int]] | None = None,
+             draws: Sequence[int] | None = None) -> None:
         """Replace rows `rows` (indices, none with a proposal in flight) by fresh `prompts` with their own
-        random streams, in place: the other rows run on undisturbed (continuous batching)."""
+        random streams, in place: the other rows run on undisturbed (continuous batching). `completions`
+        and `draws`: as in `start` (resumed rows)."""
         rows = torch.as_tensor(rows, device=self.device).long()
         check(len(rows) == len(prompts) == len(seeds), "join needs one prompt and one seed per row", "prompts")
         if seqs.pending is not None:
             check(not bool(seqs.pending[2][rows].any()), "join() of a row with a proposal in flight: settle it "
                   "first", "rows")
-        new = self.start(prompts, seeds)  # checks the prompts; its rows hold no backend state
+        new = self.start(prompts, seeds, completions, draws)  # checks the prompts; its rows hold no backend state
         self._reserve(seqs, max(0, new.tokens.shape[1] - int(seqs.lengths.max())))
         seqs.tokens[rows] = -1
         seqs.tokens[rows, : new.tokens.shape[1]] = new.tokens

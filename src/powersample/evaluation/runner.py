@@ -7,7 +7,8 @@ each. Each sample's grading is handed to a process pool, so the model keeps gene
 graded; each row is appended (and fsynced) the moment its grade arrives.
 Sample j of a problem depends only on (seed, problem id) - the sampler guarantees that a prompt's
 samples do not depend on the rest of its batch - so batch size, sharding and resumption do not
-change any result.
+change any result. A long problem's power chains are saved at each block boundary (RUN_DIR/chains/,
+`ChainFiles`), so a resumed run continues them mid-problem, with the same results.
 
 The sampling function is injectable (`sample_fn`, default `powersample.sample`), and so is the
 model (an Engine already loaded, or any object the sample_fn accepts), for tests and reuse.
@@ -15,6 +16,7 @@ model (an Engine already loaded, or any object the sample_fn accepts), for tests
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import platform
@@ -33,7 +35,7 @@ from ..tasks import get_task
 from ..tasks.base import Grade, Problem, Task
 from .config import NON_CORE, EvalConfig
 from .grading import GradePool, grade_sample
-from .store import RunStore, read_rows
+from .store import RunStore, read_rows, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -162,10 +164,14 @@ def _run(config: EvalConfig, task: Task, selected: list[Problem], store: RunStor
                     if dynamic:
                         kwargs.update(dyn_options(batch))
                     submitted: set[tuple[int, int]] = set()
+                    chains = None
+                    if stream and config.method == "power":  # running chains saved at block boundaries
+                        chains = ChainFiles(store.dir, batch, kwargs["seeds"])
+                        kwargs.update(on_block=chains.save, resume=chains.load(config, done))
 
-                    def submit(r, batch=batch, submitted=submitted):
+                    def submit(r, batch=batch, submitted=submitted, chains=chains):
                         submitted.add((r.prompt_index, r.sample_index))
-                        _submit(r, batch, done, task, model, pool, store, stats, bar)
+                        _submit(r, batch, done, task, model, pool, store, stats, bar, chains and chains.forget)
                         if pool.fatal:
                             raise PowerSampleError(f"{pool.fatal}; the rows written so far are kept")
 
@@ -205,7 +211,7 @@ def _run_on_ray(config: EvalConfig, todo: list[Problem], done: set[tuple[str, in
     from .store import RUN_FILE, write_json_atomic
 
     def submit(r, problems, model):
-        _submit(r, problems, done, task, model, pool, store, stats, bar)
+        _submit(r, problems, done, task, model, pool, store, stats, bar, ChainFiles(store.dir, problems, []).forget)
         if pool.fatal:
             raise PowerSampleError(f"{pool.fatal}; the rows written so far are kept")
 
@@ -219,7 +225,14 @@ def _run_on_ray(config: EvalConfig, todo: list[Problem], done: set[tuple[str, in
                 if bar is not None:
                     bar.update(1)
 
-    info = run_on_ray(config, todo, lambda chunk: _sample_kwargs(config, chunk), submit, write_error,
+    def sample_kwargs(chunk: list[Problem]) -> dict[str, Any]:
+        kwargs = _sample_kwargs(config, chunk)
+        if config.method == "power":  # workers save running chains in RUN_DIR/chains/: on this node or a shared disk
+            chains = ChainFiles(store.dir, chunk, kwargs["seeds"])
+            kwargs.update(on_block=chains.save, resume=chains.load(config, done))
+        return kwargs
+
+    info = run_on_ray(config, todo, sample_kwargs, submit, write_error,
                       sample_fn=sample_fn, open_kwargs=open_kwargs)
     record = json.loads((store.dir / RUN_FILE).read_text(encoding="utf-8"))
     write_json_atomic(store.dir / RUN_FILE, {**record, "ray": info})
@@ -258,8 +271,9 @@ def _check_results(results: Sequence[Any], batch: Sequence[Problem], k: int) -> 
 
 
 def _submit(r: Any, batch: Sequence[Problem], done: set[tuple[str, int]], task: Task, model: Any,
-            pool: GradePool, store: RunStore, stats: _Tally, bar) -> None:
-    """Hand a new sample to the graders; its row is written when its grade arrives."""
+            pool: GradePool, store: RunStore, stats: _Tally, bar, forget: Callable | None = None) -> None:
+    """Hand a new sample to the graders; its row is written when its grade arrives (then `forget(problem,
+    sample)`, if given, drops its chain's saved state)."""
     decode = getattr(model, "decode", None)
     problem = batch[r.prompt_index]
     if (problem.id, r.sample_index) in done:
@@ -276,6 +290,8 @@ def _submit(r: Any, batch: Sequence[Problem], done: set[tuple[str, int]], task: 
     budget = 60.0 + 10.0 * len(set(answers or ())) + float(getattr(task, "timeout", 0))
     future = pool.submit(grade_sample, (task, problem, text, r.finished, answers), budget, _grader_failed)
     future.add_done_callback(lambda f, row=row: _write(f, row, store, stats, bar))
+    if forget is not None:  # (after _write; a row that failed to be written is simply sampled again)
+        future.add_done_callback(lambda f: forget(problem.id, r.sample_index))
 
 
 def _grader_failed(why: str) -> tuple[Grade, None]:
@@ -313,6 +329,61 @@ def _write(future, row: dict[str, Any], store: RunStore, stats: _Tally, bar) -> 
         bar.update(1)
         if stats.graded:
             bar.set_postfix(acc=f"{stats.correct / stats.graded:.3f}", refresh=False)
+
+
+class ChainFiles:
+    """Running power chains of `problems` saved in RUN_DIR/chains/ at block boundaries (docs/format.md):
+    one JSON file per running chain, fsynced and atomically replaced after each block, deleted once the
+    chain's row is written. A state that cannot be used is discarded with a warning: its chain restarts
+    from its first block, which changes nothing but the time it takes."""
+
+    def __init__(self, run_dir: Path, problems: Sequence[Problem], seeds: Sequence[int]):
+        self.dir = Path(run_dir) / "chains"
+        self.problems, self.seeds = problems, seeds
+
+    def path(self, problem_id: str, j: int) -> Path:  # ids may hold any character ("test/algebra/1.json")
+        return self.dir / f"{hashlib.sha256(problem_id.encode()).hexdigest()[:16]}-{j}.json"
+
+    def save(self, chain: tuple[int, int], state) -> None:
+        """The scheduler's on_block."""
+        i, j = chain
+        try:  # (not parents=True: a Ray worker on a node without the run directory must not make one)
+            self.dir.mkdir(exist_ok=True)
+            write_json_atomic(self.path(self.problems[i].id, j), {"id": self.problems[i].id, "sample_index": j,
+                                                                   "seed": self.seeds[i], "state": state.to_dict()})
+        except OSError as e:  # saving only saves time on a rerun: never let it stop the sampling
+            log.warning("could not save the state of problem %s chain %d (%s)", self.problems[i].id, j, e)
+
+    def forget(self, problem_id: str, j: int) -> None:
+        self.path(problem_id, j).unlink(missing_ok=True)
+
+    def load(self, config: EvalConfig, done: set[tuple[str, int]]) -> dict:
+        """The scheduler's `resume`: {(problem index, sample): ChainState} of the saved chains not yet done."""
+        from ..api import make_params
+        from ..samplers.scheduler import ChainState
+
+        params = make_params(config.method, **config.sampler)
+        resume = {}
+        for i, p in enumerate(self.problems):  # only these problems' files (a Ray chunk's, say)
+            for path in sorted(self.dir.glob(self.path(p.id, 0).name.replace("-0.json", "-*.json"))):
+                try:
+                    saved = json.loads(path.read_text(encoding="utf-8"))
+                    j = saved["sample_index"]
+                    check(saved["id"] == p.id and path == self.path(p.id, j) and saved["seed"] == self.seeds[i],
+                          "it belongs to another chain or run", "state")
+                    if (p.id, j) in done:  # its row is written: nothing to resume
+                        path.unlink()
+                        continue
+                    state = ChainState.from_dict(saved["state"])
+                    state.check(params)
+                except (OSError, ValueError, TypeError, KeyError, PowerSampleError) as e:
+                    log.warning("discarding the chain state %s (%s): that chain starts again from its first "
+                                "block", path, e)
+                    path.unlink(missing_ok=True)
+                    continue
+                log.info("resuming problem %s chain %d at block %d", p.id, j, state.block + 1)
+                resume[i, j] = state
+        return resume
 
 
 class _Tally:

@@ -50,14 +50,17 @@ def power_sample(engine: Engine, prompts: list[list[int]], seeds: list[int], par
                  num_samples: int = 1, progress: Callable[[int], None] | None = None,
                  log_ratio: Callable[..., torch.Tensor] = suffix_log_ratio,
                  rows: int | None = None, on_result: Callable[[Result], None] | None = None,
-                 max_batch_tokens: int | None = None) -> list[Result]:
+                 max_batch_tokens: int | None = None, on_block: Callable | None = None,
+                 resume: dict | None = None) -> list[Result]:
     """`num_samples` independent MH chains per prompt; one Result per chain, prompt-major.
 
     The chains run on `rows` engine rows (default: one per chain; fewer if rows x (prompt + T) exceeds
     `max_batch_tokens`), continuously batched: a row whose chain finishes takes the next chain, and its
-    Result goes to `on_result` at once (scheduler.py). `log_ratio` has suffix_log_ratio's signature;
+    Result goes to `on_result` at once (scheduler.py). `on_block` and `resume` save and restore running
+    chains at block boundaries (scheduler.py). `log_ratio` has suffix_log_ratio's signature;
     the tests pass in the mistakes of public code.
     """
     return run_chains(engine, prompts, seeds, params, log_ratio, num_samples=num_samples, rows=rows,
-                      progress=progress, on_result=on_result, max_batch_tokens=max_batch_tokens)
+                      progress=progress, on_result=on_result, max_batch_tokens=max_batch_tokens,
+                      on_block=on_block, resume=resume)
 

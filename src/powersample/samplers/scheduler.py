@@ -21,6 +21,12 @@ Memory: `max_batch_tokens` caps rows x (longest prompt + T); on CUDA it defaults
 (`cuda_token_budget`). A forward pass that still runs out of memory halves the rows, with a warning, and
 runs the unfinished chains again from their start: a chain's tokens depend on its seed only, so its
 result is the same.
+
+Long problems: after each block that does not finish a chain, `on_block((prompt, sample), ChainState)`, if
+given, gets everything the chain's future depends on (its completion with per-token log p and log q, its
+counters, its stream's draw count: a token's uniform is keyed by (seed, TOKEN, draws)). A later run given
+`resume={(prompt, sample): state}` starts that chain from its saved completion at the next block, and it
+goes on exactly as the interrupted run would have (eval saves and loads these: evaluation/runner.py).
 """
 
 from __future__ import annotations
@@ -29,15 +35,15 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 
 import torch
 
 from .. import rng
 from ..engine.base import Engine, Extension
-from ..errors import check
+from ..errors import PowerSampleError, check
 from .params import PowerParams
-from .result import Result
+from .result import Checkpoint, Result
 from .track import Track
 
 _CHUNK_GPU = 8  # decode steps per engine call on a GPU: each chunk boundary is a few host syncs
@@ -51,12 +57,17 @@ log = logging.getLogger(__name__)
 def run_chains(engine: Engine, prompts: list[list[int]], seeds: list[int], params: PowerParams,
                log_ratio: Callable, num_samples: int = 1, rows: int | None = None, chunk: int | None = None,
                progress: Callable[[int], None] | None = None, on_result: Callable[[Result], None] | None = None,
-               max_batch_tokens: int | None = None, more: Callable[[Result], list[int]] | None = None) -> list[Result]:
+               max_batch_tokens: int | None = None, more: Callable[[Result], list[int]] | None = None,
+               on_block: Callable[[tuple[int, int], ChainState], None] | None = None,
+               resume: dict[tuple[int, int], ChainState] | None = None) -> list[Result]:
     """MH power sampling of `num_samples` chains per prompt on at most `rows` engine rows (default: one
     per chain), fewer if rows x (longest prompt + T) exceeds `max_batch_tokens`. `log_ratio(alpha, track, t,
     proposal_extension)` is the acceptance ratio (power.py). Each Result goes to `on_result` as its chain
     finishes, then to `more`, whose answer (sample indices) adds chains to its prompt; all are returned
-    prompt-major, as power_sample returns them."""
+    prompt-major, as power_sample returns them. `on_block` and `resume`: see the module doc."""
+    resume = resume or {}
+    for state in resume.values():
+        state.check(params)
     queue = [(i, j) for i in range(len(prompts)) for j in range(num_samples)]  # chains, prompt-major
     R = min(rows or len(queue), len(queue))
     if max_batch_tokens is None and engine.device.type == "cuda":
@@ -83,7 +94,7 @@ def run_chains(engine: Engine, prompts: list[list[int]], seeds: list[int], param
     while True:
         try:
             _schedule(engine, prompts, seeds, params, log_ratio, queue, pending, R, chunk, progress, finished,
-                      blocks, tally, shrink=more is None)
+                      blocks, tally, shrink=more is None, on_block=on_block, resume=resume)
             break
         except RuntimeError as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
             if "out of memory" not in str(e).lower() or R == 1:
@@ -127,12 +138,14 @@ def cuda_token_budget(engine: Engine) -> int | None:
 def _schedule(engine: Engine, prompts: list[list[int]], seeds: list[int], params: PowerParams, log_ratio: Callable,
               queue: list[tuple[int, int]], order: list[int], R: int, chunk: int | None,
               progress: Callable[[int], None] | None, finished: Callable[[int, Result], None],
-              blocks: dict[int, int], tally: list[int], shrink: bool = True) -> None:
+              blocks: dict[int, int], tally: list[int], shrink: bool = True,
+              on_block: Callable | None = None, resume: dict | None = None) -> None:
     """Run chains `order` (indices into `queue`, the (prompt, sample) of each chain) on R rows; chains
     appended to `order` while it runs join too. `shrink`: drop idle rows once the queue runs dry (not
     where chains may still be added: they would find fewer rows)."""
     t0 = time.perf_counter()
     dev = engine.device
+    resume = resume or {}
     def chain_seed(c: int) -> int:
         i, j = queue[c]
         return rng.derive_seeds(seeds[i], "chain", j)  # as chains.fan_out derives them
@@ -188,6 +201,15 @@ def _schedule(engine: Engine, prompts: list[list[int]], seeds: list[int], params
                 tokens_generated=int(track.generated[r]),
                 acceptance_rate=(int(row.accepted[r]) / n_prop) if n_prop else None,
                 stats={"proposals": n_prop, "accepted": int(row.accepted[r])}))
+        if on_block is not None:
+            for r in (ended & ~done).nonzero().flatten().tolist():  # (settled rows: their proposals were judged)
+                c, n = int(row.chain[r]), int(track.length[r])
+                on_block(queue[c], ChainState(
+                    block=int(row.block[r]) + 1, token_ids=seqs.completion(r),
+                    **{name: getattr(track, name)[r, :n].tolist() for name in ("logp", "logq", "entropy", "top1")},
+                    ends_with_eos=bool(track.ends_with_eos[r]), generated=int(track.generated[r]),
+                    proposed=int(row.proposed[r]), accepted=int(row.accepted[r]), draws=int(seqs.draws[r]),
+                    checkpoints=list(checkpoints[c])))
         if progress is not None and tally[0] // len(queue) > tally[1]:
             progress(tally[0] // len(queue) - tally[1])
             tally[1] = tally[0] // len(queue)
@@ -217,6 +239,45 @@ def _schedule(engine: Engine, prompts: list[list[int]], seeds: list[int], params
             row.left = torch.where(go, ((row.block + 1) * B).clamp(max=T) - t, row.left)
             row.cut_now.logical_or_(go)
             need = need & ~go
+
+    def place(free: list[int], new: list[int]) -> None:
+        """Rows `free` (settled) take chains `new`: from scratch, or from a saved state (`resume`)."""
+        states = [resume.get(queue[c]) for c in new]
+        idx = torch.tensor(free, device=dev)
+        engine.join(seqs, idx, [prompts[queue[c][0]] for c in new], [chain_seed(c) for c in new],
+                    completions=[s.token_ids if s else [] for s in states], draws=[s.draws if s else 0 for s in states])
+        started.update(dict.fromkeys(new, time.perf_counter()))
+        checkpoints.update({c: [] for c in new})
+        joined = torch.zeros(len(seqs), dtype=torch.bool, device=dev)
+        joined[idx] = True
+        row.chain[idx] = torch.tensor(new, device=dev)
+        track.reset(joined)
+        row.block, row.step = torch.where(joined, 0, row.block), torch.where(joined, -1, row.step)
+        row.left = torch.where(joined, min(B, T), row.left)
+        row.proposed.masked_fill_(joined, 0)
+        row.accepted.masked_fill_(joined, 0)
+        resumed = torch.zeros_like(joined)
+        for r, c, s in zip(free, new, states, strict=True):
+            if s is None:
+                continue
+            log.debug("resuming prompt %d chain %d at block %d", *queue[c], s.block + 1)
+            n = len(s.token_ids)
+            for name in ("logp", "logq", "entropy", "top1"):
+                getattr(track, name)[r, :n] = torch.tensor(getattr(s, name), dtype=torch.float64)
+            track.length[r], track.ends_with_eos[r], track.generated[r] = n, s.ends_with_eos, s.generated
+            row.block[r], row.proposed[r], row.accepted[r] = s.block, s.proposed, s.accepted
+            checkpoints[c] = list(s.checkpoints)
+            tally[0] += s.block - blocks[c]
+            blocks[c] = s.block
+            resumed[r] = True
+        # a resumed chain goes on with its next block: it grows it, or (ending with EOS) starts its MH steps
+        grow = resumed & ~track.ends_with_eos
+        row.left = torch.where(grow, ((row.block + 1) * B).clamp(max=T) - track.length, row.left)
+        advance(resumed & ~grow)
+
+    resumed_first = [(r, c) for r, c in enumerate(order[:R]) if queue[c] in resume]
+    if resumed_first:  # they started afresh above: restart them from their saved states
+        place([r for r, _ in resumed_first], [c for _, c in resumed_first])
 
     while True:
         busy = row.chain >= 0
@@ -252,18 +313,7 @@ def _schedule(engine: Engine, prompts: list[list[int]], seeds: list[int], params
             free = free[: len(order) - next_chain]
             new = order[next_chain: next_chain + len(free)]
             next_chain += len(free)
-            idx = torch.tensor(free, device=dev)
-            engine.join(seqs, idx, [prompts[queue[c][0]] for c in new], [chain_seed(c) for c in new])
-            started.update(dict.fromkeys(new, time.perf_counter()))
-            checkpoints.update({c: [] for c in new})
-            joined = torch.zeros(len(seqs), dtype=torch.bool, device=dev)
-            joined[idx] = True
-            row.chain[idx] = torch.tensor(new, device=dev)
-            track.reset(joined)
-            row.block, row.step = torch.where(joined, 0, row.block), torch.where(joined, -1, row.step)
-            row.left = torch.where(joined, min(B, T), row.left)
-            row.proposed.masked_fill_(joined, 0)
-            row.accepted.masked_fill_(joined, 0)
+            place(free, new)
         elif shrink and free and len(free) * 16 >= len(seqs) and len(free) < len(seqs):
             # the queue ran dry: drop idle rows, so that forward passes carry (almost) only working rows
             index = (row.chain >= 0).nonzero().flatten()
@@ -294,3 +344,41 @@ def _only(ext: Extension, rows: torch.Tensor) -> Extension:
     """The extension with rows outside `rows` emptied (they drew nothing for this purpose)."""
     return Extension(tokens=ext.tokens, logp=ext.logp, logq=ext.logq, entropy=ext.entropy, top1=ext.top1,
                      lengths=torch.where(rows, ext.lengths, 0), eos=ext.eos & rows)
+
+
+@dataclass(frozen=True)
+class ChainState:
+    """A running MH chain after `block` finished blocks: all that its next blocks depend on (module doc)."""
+
+    block: int  # blocks finished
+    token_ids: list[int]  # the completion so far
+    logp: list[float]  # per completion token, from the pass that drew it
+    logq: list[float]
+    entropy: list[float]
+    top1: list[float]
+    ends_with_eos: bool
+    generated: int  # tokens drawn so far, rejected proposals included
+    proposed: int
+    accepted: int
+    draws: int  # tokens the chain's stream has drawn
+    checkpoints: list[Checkpoint]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ChainState:
+        """A state from its `to_dict` (a PowerSampleError names what is missing or wrong)."""
+        try:
+            return cls(**{**d, "checkpoints": [Checkpoint(**cp) for cp in d["checkpoints"]]})
+        except (TypeError, KeyError) as e:
+            raise PowerSampleError(f"not a chain state: {e}", "state") from e
+
+    def check(self, params: PowerParams) -> None:
+        """Raise unless this state can be one of a chain run with `params`."""
+        n = len(self.token_ids)
+        check(0 < self.block < math.ceil(params.max_new_tokens / params.block_size)
+              and n <= self.block * params.block_size and self.proposed >= self.accepted >= 0
+              and self.draws >= self.generated >= n and len(self.checkpoints) == self.block
+              and all(len(getattr(self, f)) == n for f in ("logp", "logq", "entropy", "top1")),
+              f"a chain state that does not fit these settings (block {self.block}, {n} tokens)", "state")

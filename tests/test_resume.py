@@ -1,0 +1,188 @@
+"""Long problems: a run stopped at a block boundary and resumed from the saved chain states ends exactly
+as the uninterrupted run (samplers/scheduler.py: on_block, resume; eval: evaluation/runner.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from powersample.engine.toy import ToyEngine
+from powersample.errors import PowerSampleError
+from powersample.evaluation import EvalConfig, run_eval
+from powersample.evaluation.runner import ChainFiles
+from powersample.evaluation.store import read_rows
+from powersample.samplers.params import PowerParams
+from powersample.samplers.power import suffix_log_ratio
+from powersample.samplers.scheduler import ChainState, run_chains
+
+PROMPTS = [[0, 2], [0, 3, 4], [0], [0, 5]]
+SEEDS = [11, 12, 13, 14]
+POWER = dict(alpha=4.0, mcmc_steps=3, max_new_tokens=12, block_size=3, temperature=1.0)
+
+
+class Stop(Exception):
+    pass
+
+
+def _engine():
+    return ToyEngine.random(24, seed=1, scale=1.0, eos_token_ids=[1])
+
+
+def _summary(r):
+    return (r.prompt_index, r.sample_index, r.token_ids, r.tokens_generated, r.logp, r.finished, r.acceptance_rate,
+            r.stats, [(c.block, c.token_ids, c.logp, c.tokens_generated, c.acceptance_rate, c.mean_entropy,
+                       c.mean_top1) for c in r.checkpoints])
+
+
+@pytest.mark.parametrize("stop_at_eos, rows, after", [(True, 3, 6), (False, 8, 10), (False, 2, 15)])
+def test_a_run_stopped_after_some_blocks_and_resumed_equals_the_uninterrupted_run(stop_at_eos, rows, after):
+    """on_block raises after `after` saved blocks (on 3 or 2 rows chains join late, so resumed chains both
+    start the batch and join it; without stop_at_eos chains ending in EOS resume straight into MH steps)."""
+    params = PowerParams(stop_at_eos=stop_at_eos, **POWER)
+    full = run_chains(_engine(), PROMPTS, SEEDS, params, suffix_log_ratio, num_samples=2, rows=rows)
+    saved, done, calls = {}, [], [0]
+
+    def on_block(chain, state):
+        # through JSON, as eval stores them: the round trip must keep every bit
+        saved[chain] = ChainState.from_dict(json.loads(json.dumps(state.to_dict())))
+        calls[0] += 1
+        if calls[0] == after:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_chains(_engine(), PROMPTS, SEEDS, params, suffix_log_ratio, num_samples=2, rows=rows,
+                   on_block=on_block, on_result=lambda r: done.append((r.prompt_index, r.sample_index)))
+    resume = {c: s for c, s in saved.items() if c not in done}
+    assert resume and any(s.block > 1 for s in resume.values())
+    again = run_chains(_engine(), PROMPTS, SEEDS, params, suffix_log_ratio, num_samples=2, rows=rows, resume=resume)
+    assert [_summary(r) for r in again] == [_summary(r) for r in full]
+    assert stop_at_eos or any(s.ends_with_eos for s in resume.values())
+
+
+def test_a_state_that_does_not_fit_raises_one_line():
+    params = PowerParams(**POWER)
+    saved = {}
+    run_chains(_engine(), PROMPTS[:1], SEEDS[:1], params, suffix_log_ratio,
+               on_block=lambda c, s: saved.setdefault(c, s))
+    state = next(iter(saved.values())).to_dict()
+    with pytest.raises(PowerSampleError, match="not a chain state"):
+        ChainState.from_dict({k: v for k, v in state.items() if k != "draws"})
+    bad = ChainState.from_dict({**state, "logq": state["logq"][:-1]})
+    with pytest.raises(PowerSampleError, match="does not fit"):
+        run_chains(_engine(), PROMPTS[:1], SEEDS[:1], params, suffix_log_ratio, resume={(0, 0): bad})
+    with pytest.raises(PowerSampleError, match="does not fit"):  # other settings: T = 3 has one block only
+        ChainState.from_dict(state).check(PowerParams(**{**POWER, "max_new_tokens": 3}))
+
+
+def _eval(tmp_path, out, **kw):
+    from test_streaming import Digits
+
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps({"id": f"q/{i}", "prompt": f"{i} plus {i}", "answer": str(i % 10)}) + "\n"
+                            for i in range(5)))
+    engine = ToyEngine.random(12, seed=5, scale=1.0, eos_token_ids=[1], tokenizer=Digits())
+    config = EvalConfig(task="jsonl", model="toy", data=str(data), task_options={"grader": "number"},
+                        samples_per_problem=2, batch_size=2, grade_workers=0, out=str(tmp_path / out),
+                        sampler=dict(alpha=4.0, mcmc_steps=3, max_new_tokens=12, block_size=3, stop_at_eos=False))
+    return run_eval(config, model=engine, progress=False, **kw)
+
+
+def _rows(out):
+    def strip(v):  # wall times differ between runs
+        if isinstance(v, dict):
+            return {k: strip(x) for k, x in v.items() if k != "seconds"}
+        return [strip(x) for x in v] if isinstance(v, list) else v
+    return strip(sorted(read_rows(out), key=lambda r: (r["id"], r["sample_index"])))
+
+
+def test_eval_interrupted_mid_problem_resumes_its_chains_and_writes_the_uninterrupted_rows(tmp_path, monkeypatch,
+                                                                                          caplog):
+    """Ctrl-C (a KeyboardInterrupt from the 7th block save) mid-run; the rerun continues the saved chains
+    from their next block (and logs it) and ends with exactly the rows of an uninterrupted run."""
+    _eval(tmp_path, "full")
+    save, saves = ChainFiles.save, []
+
+    def interrupted(self, chain, state):
+        save(self, chain, state)
+        saves.append(chain)
+        if len(saves) == 7:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ChainFiles, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _eval(tmp_path, "cut")
+    monkeypatch.setattr(ChainFiles, "save", save)
+    files = sorted((tmp_path / "cut" / "chains").glob("*.json"))
+    assert len(files) == 4  # one per running chain (2 x batch_size rows), none for finished ones
+    assert len(read_rows(tmp_path / "cut")) < 10
+    with caplog.at_level(logging.INFO, logger="powersample.evaluation.runner"):
+        _eval(tmp_path, "cut")
+    resumed = [m for m in caplog.messages if m.startswith("resuming problem")]
+    assert len(resumed) == 4 and any("at block 3" in m for m in resumed)
+    assert _rows(tmp_path / "cut") == _rows(tmp_path / "full")
+    assert list((tmp_path / "cut" / "chains").glob("*")) == []  # each deleted once its row was written
+
+
+def test_eval_discards_a_corrupt_or_foreign_chain_state_with_a_warning(tmp_path, monkeypatch, caplog):
+    _eval(tmp_path, "full")
+    monkeypatch.setattr(ChainFiles, "save", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        _eval(tmp_path, "cut")  # nothing saved: the first save raises
+    monkeypatch.undo()
+    chains = ChainFiles(tmp_path / "cut", [], [])
+    chains.dir.mkdir()
+    chains.path("q/0", 0).write_text("{not json")
+    chains.path("q/1", 1).write_text(json.dumps({"id": "q/1", "sample_index": 1, "seed": 5, "state": {}}))
+    with caplog.at_level(logging.WARNING, logger="powersample.evaluation.runner"):
+        _eval(tmp_path, "cut")
+    warned = [m for m in caplog.messages if m.startswith("discarding the chain state")]
+    assert len(warned) == 2 and "another chain or run" in warned[1]
+    assert _rows(tmp_path / "cut") == _rows(tmp_path / "full")
+
+
+def test_on_the_gym_model_a_resumed_eval_draws_the_same_tokens(tmp_path, monkeypatch):
+    """The transformers engine: a resumed row's cache is computed in one pass, not token by token, which
+    moves float32 log p and entropies in the 7th digit (as a different batch shape does); the tokens, acceptance and
+    grades are identical."""
+    settings = dict(task="gym", model="gym", method="power", samples_per_problem=2, limit=4, grade_workers=0,
+                    batch_size=2, sampler={"alpha": 4.0, "mcmc_steps": 2, "max_new_tokens": 16, "block_size": 4,
+                                           "stop_at_eos": False})
+    run_eval(EvalConfig(out=str(tmp_path / "full"), **settings), progress=False)
+    save, saves = ChainFiles.save, []
+
+    def interrupted(self, chain, state):
+        save(self, chain, state)
+        saves.append(chain)
+        if len(saves) == 7:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ChainFiles, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(EvalConfig(out=str(tmp_path / "cut"), **settings), progress=False)
+    monkeypatch.undo()
+    run_eval(EvalConfig(out=str(tmp_path / "cut"), **settings), progress=False)
+
+    def rounded(v):  # log p, mean entropy, mean top-1
+        if isinstance(v, dict):
+            return {k: rounded(x) for k, x in v.items()}
+        if isinstance(v, float):
+            return round(v, 4)
+        return [rounded(x) for x in v] if isinstance(v, list) else v
+    assert rounded(_rows(tmp_path / "cut")) == rounded(_rows(tmp_path / "full"))
+
+
+def test_a_chain_state_that_cannot_be_saved_is_a_warning_and_the_run_goes_on(tmp_path, monkeypatch, caplog):
+    from powersample.evaluation import runner
+
+    _eval(tmp_path, "full")
+
+    def full_disk(*a):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runner, "write_json_atomic", full_disk)
+    with caplog.at_level(logging.WARNING, logger="powersample.evaluation.runner"):
+        _eval(tmp_path, "cut")
+    assert any(m.startswith("could not save the state") and "No space" in m for m in caplog.messages)
+    assert _rows(tmp_path / "cut") == _rows(tmp_path / "full")
