@@ -6,7 +6,7 @@ accuracy as alpha and the number of MH steps vary. The gym's design is in docs/g
 
 examples:
   powersample demo              # ~100 problems, all methods, alpha and MH-step sweeps
-  powersample demo --quick      # ~40 seconds
+  powersample demo --quick      # ~20 seconds
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ _GYM_OPTIONS = {
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = __doc__.split("\n\n", 2)[2]
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("--quick", action="store_true", help="40 problems, five methods, no sweep (~40 s on 2 cores)")
+    p.add_argument("--quick", action="store_true", help="40 problems, five methods, no sweep (~20 s on 2 cores)")
     p.add_argument("--problems", type=int, default=None, help="held-out problems (default 100; quick: 40)")
     # baselines first, then the samplers (as the README shows), then any method registered since
     everything = [*_GYM_OPTIONS, *(m for m in METHODS if m not in _GYM_OPTIONS)]
