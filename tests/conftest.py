@@ -58,3 +58,30 @@ def problems_file(tmp_path):
     rows = [{"id": f"q{i}", "prompt": f"What is {i} * 7?", "answer": str(7 * i)} for i in range(12)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path, {r["prompt"]: r["answer"] for r in rows}
+
+
+# -- the generate CLI in-process (tests/test_cli_generate.py, tests/test_validation.py) -----------------------
+
+def write_prompts(path, n):
+    """A JSONL of n token-id prompts (ids p0, p1, ...)."""
+    import json
+
+    path.write_text("".join(json.dumps({"id": f"p{i}", "prompt_ids": [0, 2 + i % 10]}) + "\n" for i in range(n)))
+    return path
+
+
+def run_generate(model_dir, inp, out, *extra):
+    """`powersample generate` in-process with small MH settings; returns the exit code."""
+    from powersample.cli.main import main
+
+    return main(["generate", "--model", str(model_dir), "--input", str(inp), "--output", str(out),
+                 "--max-new-tokens", "8", "--block-size", "4", "--mcmc-steps", "2", "--batch-size", "2", *extra])
+
+
+def one_line_error(capsys, *expected):
+    """stderr is one line, no traceback, containing each of `expected`; returns it."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    for text in expected:
+        assert text in err, err
+    return err

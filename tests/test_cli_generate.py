@@ -10,9 +10,10 @@ import sys
 import time
 
 import pytest
+from conftest import one_line_error as _one_line_error
+from conftest import run_generate as _gen
 from conftest import tiny_llama
-
-from powersample.cli.main import main
+from conftest import write_prompts as _prompts
 
 
 @pytest.fixture(scope="module")
@@ -20,16 +21,6 @@ def model_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny")
     tiny_llama(vocab=16, scale=2.0).save_pretrained(path)
     return path
-
-
-def _prompts(path, n):
-    path.write_text("".join(json.dumps({"id": f"p{i}", "prompt_ids": [0, 2 + i % 10]}) + "\n" for i in range(n)))
-    return path
-
-
-def _gen(model_dir, inp, out, *extra):
-    return main(["generate", "--model", str(model_dir), "--input", str(inp), "--output", str(out),
-                 "--max-new-tokens", "8", "--block-size", "4", "--mcmc-steps", "2", "--batch-size", "2", *extra])
 
 
 def test_generate_writes_rows_and_resume_skips_finished(model_dir, tmp_path):
@@ -71,14 +62,6 @@ def test_killed_run_keeps_finished_rows(model_dir, tmp_path):
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert sorted(r["id"] for r in rows) == sorted(f"p{i}" for i in range(40))  # each exactly once
     assert rows[: len(kept)] == kept
-
-
-def _one_line_error(capsys, *expected):
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    for text in expected:
-        assert text in err, err
-    return err
 
 
 def test_overwrite_keeps_the_old_file_until_the_new_one_has_rows(model_dir, tmp_path, capsys, monkeypatch):

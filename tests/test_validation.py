@@ -7,7 +7,10 @@ import json
 import os
 
 import pytest
+from conftest import one_line_error as _one_line_error
+from conftest import run_generate as _gen
 from conftest import tiny_llama
+from conftest import write_prompts as _prompts
 
 import powersample
 import powersample.engine.loading
@@ -33,24 +36,6 @@ def model_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny")
     tiny_llama(vocab=16, scale=2.0).save_pretrained(path)
     return path
-
-
-def _prompts(path, n):
-    path.write_text("".join(json.dumps({"id": f"p{i}", "prompt_ids": [0, 2 + i % 10]}) + "\n" for i in range(n)))
-    return path
-
-
-def _gen(model_dir, inp, out, *extra):
-    return main(["generate", "--model", str(model_dir), "--input", str(inp), "--output", str(out),
-                 "--max-new-tokens", "8", "--block-size", "4", "--mcmc-steps", "2", "--batch-size", "2", *extra])
-
-
-def _one_line_error(capsys, *expected):
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    for text in expected:
-        assert text in err, err
-    return err
 
 
 # -- sample() ----------------------------------------------------------------------------------------------
