@@ -85,3 +85,19 @@ def one_line_error(capsys, *expected):
     for text in expected:
         assert text in err, err
     return err
+
+
+def interrupt_after_saves(monkeypatch, n: int) -> None:
+    """Make eval's n-th chain-state save raise KeyboardInterrupt once it is written (a Ctrl-C mid-problem);
+    `monkeypatch.undo()` or setting ChainFiles.save back restores it."""
+    from powersample.evaluation.runner import ChainFiles
+
+    save, saves = ChainFiles.save, []
+
+    def interrupted(self, chain, state):
+        save(self, chain, state)
+        saves.append(chain)
+        if len(saves) == n:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ChainFiles, "save", interrupted)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import interrupt_after_saves
 
 from powersample.errors import PowerSampleError
 from powersample.evaluation import EvalConfig, run_eval
@@ -142,17 +143,8 @@ def test_ray_workers_continue_chains_saved_mid_problem(cluster, local, tmp_path,
     """A single-process run interrupted mid-problem leaves chain states; the rerun on Ray continues them
     (one is tampered with, its accepted count lowered, so that its row shows the state was used) and
     deletes each once its row is written."""
-    from powersample.evaluation.runner import ChainFiles
-
-    out, save, saves = tmp_path / "run", ChainFiles.save, []
-
-    def interrupted(self, chain, state):
-        save(self, chain, state)
-        saves.append(chain)
-        if len(saves) == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(ChainFiles, "save", interrupted)
+    out = tmp_path / "run"
+    interrupt_after_saves(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         run_eval(EvalConfig(out=str(out), **SETTINGS), progress=False)
     monkeypatch.undo()

@@ -7,6 +7,7 @@ import json
 import logging
 
 import pytest
+from conftest import interrupt_after_saves
 
 from powersample.engine.toy import ToyEngine
 from powersample.errors import PowerSampleError
@@ -102,15 +103,8 @@ def test_eval_interrupted_mid_problem_resumes_its_chains_and_writes_the_uninterr
     """Ctrl-C (a KeyboardInterrupt from the 7th block save) mid-run; the rerun continues the saved chains
     from their next block (and logs it) and ends with exactly the rows of an uninterrupted run."""
     _eval(tmp_path, "full")
-    save, saves = ChainFiles.save, []
-
-    def interrupted(self, chain, state):
-        save(self, chain, state)
-        saves.append(chain)
-        if len(saves) == 7:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(ChainFiles, "save", interrupted)
+    save = ChainFiles.save
+    interrupt_after_saves(monkeypatch, 7)
     with pytest.raises(KeyboardInterrupt):
         _eval(tmp_path, "cut")
     monkeypatch.setattr(ChainFiles, "save", save)
@@ -150,15 +144,7 @@ def test_on_the_gym_model_a_resumed_eval_draws_the_same_tokens(tmp_path, monkeyp
                     batch_size=2, sampler={"alpha": 4.0, "mcmc_steps": 2, "max_new_tokens": 16, "block_size": 4,
                                            "stop_at_eos": False})
     run_eval(EvalConfig(out=str(tmp_path / "full"), **settings), progress=False)
-    save, saves = ChainFiles.save, []
-
-    def interrupted(self, chain, state):
-        save(self, chain, state)
-        saves.append(chain)
-        if len(saves) == 7:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(ChainFiles, "save", interrupted)
+    interrupt_after_saves(monkeypatch, 7)
     with pytest.raises(KeyboardInterrupt):
         run_eval(EvalConfig(out=str(tmp_path / "cut"), **settings), progress=False)
     monkeypatch.undo()
