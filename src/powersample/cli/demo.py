@@ -18,6 +18,10 @@ from ..samplers import METHODS
 from .options import add_sampler_arguments
 
 # method -> extra sampler options for the gym (its completions are <= 48 tokens)
+# methods the demo's one-sample-per-problem table cannot show
+_NOT_IN_DEMO = {"dynamic": "dynamic picks how many chains each problem gets; compare it on a logged run with "
+                           "`powersample controller replay` or `powersample eval --method dynamic`"}
+
 _GYM_OPTIONS = {
     "temperature": {"temperature": 1.0},
     "low-temperature": {},
@@ -36,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="40 problems, five methods, no sweep (~20 s on 2 cores)")
     p.add_argument("--problems", type=int, default=None, help="held-out problems (default 100; quick: 40)")
     # baselines first, then the samplers (as the README shows), then any method registered since
-    everything = [*_GYM_OPTIONS, *(m for m in METHODS if m not in _GYM_OPTIONS)]
+    everything = [*_GYM_OPTIONS, *(m for m in METHODS if m not in _GYM_OPTIONS and m not in _NOT_IN_DEMO)]
     p.add_argument("--methods", default=",".join(everything),
                    help="comma-separated methods to compare (default: %(default)s)")
     p.add_argument("--model", default="gym", help="the gym model, or another folder trained with `gym train`")
@@ -54,6 +58,7 @@ def run(args) -> int:
     from .. import gym, rng
     from ..api import make_params, sample
     from ..engine import open_engine
+    from ..errors import PowerSampleError
     from ..evaluation.passk import wilson
     from .generate import check_device
 
@@ -62,6 +67,8 @@ def run(args) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for m in methods:
         METHODS.validate(m)
+        if m in _NOT_IN_DEMO:
+            raise PowerSampleError(f"--methods: {_NOT_IN_DEMO[m]}", "--methods", m)
     if args.quick:
         methods = [m for m in methods if m in ("temperature", "low-temperature", "greedy", "power", "smc")]
     problems = gym.eval_problems(n, seed=args.seed)
