@@ -1,5 +1,5 @@
 """Finished work leaves the batch (issue 11): SMC drops finished particles' rows (so finished systems' too)
-from later forward passes,
+from later forward passes, temperature sampling and best-of-n drop rows that have ended,
 and scalable runs its K*M rollouts in bounded groups, without changing any draw.
 
 The toy engine's next-token law depends only on a row's own prefix, so any difference between a system run
@@ -14,7 +14,9 @@ import torch
 from powersample import rng
 from powersample.engine.toy import ToyEngine
 from powersample.errors import PowerSampleError
-from powersample.samplers.params import ScalableParams, SMCParams
+from powersample.samplers.baselines import best_of_n, decode, temperature_sample
+from powersample.samplers.chains import fan_out
+from powersample.samplers.params import BestOfNParams, ScalableParams, SMCParams, TemperatureParams
 from powersample.samplers.scalable import scalable_sample
 from powersample.samplers.smc import smc_sample
 
@@ -82,6 +84,58 @@ def test_smc_forward_passes_carry_only_particles_that_can_draw():
     # idle rows (finished particles) leave once they are a quarter of the batch
     assert all(d * 4 > f for d, f in zip(engine.drawing, fed, strict=True))
     assert sum(engine.drawing) == int(engine.slots_drawn) == sum(r.tokens_generated for r in out)
+
+
+def _one_extend(engine, prompts, seeds, copies, params):
+    """The old way: one extend over the whole batch (finished rows ride along until the longest ends)."""
+    ext = engine.extend(fan_out(engine, prompts, seeds, copies), params.max_new_tokens, params.proposal)
+    return [(ext.row(r), bool(ext.eos[r])) for r in range(len(ext.lengths))], ext.logp.double().sum(1).tolist()
+
+
+@pytest.mark.parametrize("backend,chunk", [("toy", 1), ("toy", 3), ("toy", 16), ("hf", 2)])
+def test_plain_decoding_drops_ended_rows_without_changing_a_draw(backend, chunk):
+    from conftest import tiny_llama
+
+    from powersample.engine.hf import HFEngine
+
+    def make():
+        return _engine() if backend == "toy" else HFEngine(tiny_llama(vocab=8, context=CONTEXT, scale=3.0,
+                                                                       seed=1), eos_token_ids=[EOS])
+    params = TemperatureParams(temperature=1.0, max_new_tokens=T)
+    prompts, seeds = [QUICK, LONG, AT_WALL, QUICK], [3, 7, 9, 4]
+    rows, logp = _one_extend(make(), prompts, seeds, 3, params)
+    engine = make()
+    tokens, sums, eos = decode(engine, fan_out(engine, prompts, seeds, 3), T, params.proposal, chunk=chunk)
+    assert list(zip(tokens, eos, strict=True)) == rows
+    assert sums == pytest.approx(logp, abs=1e-9)
+    lengths = sorted(len(t) for t, _ in rows)
+    assert lengths[0] < lengths[-1] // 2  # rows do end at very different times here...
+    drawn = int(engine.slots_drawn)
+    assert drawn == sum(lengths)
+    idle, idle_before = engine.slots_fed - drawn, len(rows) * lengths[-1] - drawn
+    if chunk < lengths[-1] // 2:  # ...and ended rows left the batch: far fewer idle slots than before
+        assert idle < idle_before / 2
+    else:
+        assert idle == idle_before
+
+
+def test_temperature_sampling_and_best_of_n_results_are_one_extends():
+    params = BestOfNParams(n=4, temperature=1.0, max_new_tokens=T)
+    prompts, seeds = [QUICK, LONG, AT_WALL], [3, 7, 9]
+    rows, logp = _one_extend(_engine(), prompts, seeds, 2 * params.n, params)
+    out = best_of_n(_engine(), prompts, seeds, params, num_samples=2)
+    for k, r in enumerate(out):
+        cands = range(k * params.n, (k + 1) * params.n)
+        best = max(cands, key=lambda c: logp[c])
+        assert (r.token_ids, r.finished) == rows[best]
+        assert r.stats["candidate_logp"] == pytest.approx([logp[c] for c in cands], abs=1e-9)
+        assert r.tokens_generated == sum(len(rows[c][0]) for c in cands)
+    temp = TemperatureParams(temperature=1.0, max_new_tokens=T)
+    rows, logp = _one_extend(_engine(), prompts, seeds, 2, temp)
+    out = temperature_sample(_engine(), prompts, seeds, temp, num_samples=2)
+    assert [(r.token_ids, r.finished) for r in out] == rows
+    assert [r.logp for r in out] == pytest.approx(logp, abs=1e-9)
+    assert [r.tokens_generated for r in out] == [len(t) for t, _ in rows]
 
 
 def _rollout_sizes(engine: ToyEngine) -> list[int]:
