@@ -114,3 +114,32 @@ def test_bad_dynamic_settings():
         DynamicParams(controller="bogus")
     with pytest.raises(PowerSampleError, match="k_min"):
         DynamicParams(k_min=9)
+
+
+def test_checkpoints_say_when_a_chain_ended_and_its_share_of_the_forward_passes(monkeypatch):
+    """`ended` is true at a chain's last checkpoint only; `chain_seconds` splits each forward pass's time
+    over the rows it served, so the chains' shares add up to the time of every pass (a fake clock that
+    only engine calls move: no wall-clock assertion)."""
+    from powersample.samplers import scheduler
+
+    clock = [0.0]
+    monkeypatch.setattr(scheduler.time, "perf_counter", lambda: clock[0])
+    engine, passes = _engine(), {"start": 0.5, "join": 0.25, "extend": 1.0}
+
+    def timed(name, f):
+        def call(*a, **kw):
+            clock[0] += passes[name]
+            spent[0] += passes[name]
+            return f(*a, **kw)
+        return call
+
+    spent = [0.0]
+    for name in passes:
+        setattr(engine, name, timed(name, getattr(engine, name)))
+    res = run_chains(engine, PROMPTS, SEEDS, PowerParams(**POWER), suffix_log_ratio, num_samples=2, rows=3)
+    assert all([c.ended for c in r.checkpoints] == [False] * (len(r.checkpoints) - 1) + [True] for r in res)
+    assert any(len(r.checkpoints) > 1 for r in res) and any(len(r.checkpoints) < 3 for r in res)  # EOS
+    for r in res:
+        secs = [c.chain_seconds for c in r.checkpoints]
+        assert secs == sorted(secs) and secs[0] > 0
+    assert sum(r.checkpoints[-1].chain_seconds for r in res) == pytest.approx(spent[0])
