@@ -27,6 +27,8 @@ given, gets everything the chain's future depends on (its completion with per-to
 counters, its stream's draw count: a token's uniform is keyed by (seed, TOKEN, draws)). A later run given
 `resume={(prompt, sample): state}` starts that chain from its saved completion at the next block, and it
 goes on exactly as the interrupted run would have (eval saves and loads these: evaluation/runner.py).
+`on_block` may return sample indices of chains to add to the chain's prompt, as `more` does (a controller
+asked at every block boundary: dynamic/live.py).
 """
 
 from __future__ import annotations
@@ -58,17 +60,19 @@ def run_chains(engine: Engine, prompts: list[list[int]], seeds: list[int], param
                log_ratio: Callable, num_samples: int = 1, rows: int | None = None, chunk: int | None = None,
                progress: Callable[[int], None] | None = None, on_result: Callable[[Result], None] | None = None,
                max_batch_tokens: int | None = None, more: Callable[[Result], list[int]] | None = None,
-               on_block: Callable[[tuple[int, int], ChainState], None] | None = None,
-               resume: dict[tuple[int, int], ChainState] | None = None) -> list[Result]:
+               on_block: Callable[[tuple[int, int], ChainState], list[int] | None] | None = None,
+               resume: dict[tuple[int, int], ChainState] | None = None,
+               chains: list[tuple[int, int]] | None = None) -> list[Result]:
     """MH power sampling of `num_samples` chains per prompt on at most `rows` engine rows (default: one
     per chain), fewer if rows x (longest prompt + T) exceeds `max_batch_tokens`. `log_ratio(alpha, track, t,
     proposal_extension)` is the acceptance ratio (power.py). Each Result goes to `on_result` as its chain
     finishes, then to `more`, whose answer (sample indices) adds chains to its prompt; all are returned
-    prompt-major, as power_sample returns them. `on_block` and `resume`: see the module doc."""
+    prompt-major, as power_sample returns them. `on_block` and `resume`: see the module doc. `chains`: the
+    (prompt, sample) pairs to run (default: samples 0..num_samples-1 of every prompt)."""
     resume = resume or {}
     for state in resume.values():
         state.check(params)
-    queue = [(i, j) for i in range(len(prompts)) for j in range(num_samples)]  # chains, prompt-major
+    queue = list(chains) if chains is not None else [(i, j) for i in range(len(prompts)) for j in range(num_samples)]
     R = min(rows or len(queue), len(queue))
     if max_batch_tokens is None and engine.device.type == "cuda":
         max_batch_tokens = cuda_token_budget(engine)
@@ -81,20 +85,27 @@ def run_chains(engine: Engine, prompts: list[list[int]], seeds: list[int], param
     blocks = {c: 0 for c in range(len(queue))}  # blocks each chain finished (a finished chain: all of them)
     tally = [0, 0]  # the sum of `blocks`; blocks per chain reported to `progress`
 
+    def add(i: int, js) -> None:
+        for j in js or ():  # added chains wait at the end of the queue
+            queue.append((i, j))
+            blocks[len(queue) - 1] = 0
+            pending.append(len(queue) - 1)  # the list _schedule runs, so they join this very batch
+
     def finished(c: int, result: Result) -> None:
         results[c] = result
         if on_result is not None:
             on_result(result)
-        for j in more(result) if more is not None else ():  # added chains wait at the end of the queue
-            queue.append((result.prompt_index, j))
-            blocks[len(queue) - 1] = 0
-            pending.append(len(queue) - 1)  # the list _schedule runs, so they join this very batch
+        if more is not None:
+            add(result.prompt_index, more(result))
+
+    def block(chain: tuple[int, int], state: ChainState) -> None:
+        add(chain[0], on_block(chain, state))
 
     pending = list(range(len(queue)))
     while True:
         try:
             _schedule(engine, prompts, seeds, params, log_ratio, queue, pending, R, chunk, progress, finished,
-                      blocks, tally, shrink=more is None, on_block=on_block, resume=resume)
+                      blocks, tally, shrink=more is None, on_block=on_block and block, resume=resume)
             break
         except RuntimeError as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
             if "out of memory" not in str(e).lower() or R == 1:
