@@ -7,8 +7,8 @@ each. Each sample's grading is handed to a process pool, so the model keeps gene
 graded; each row is appended (and fsynced) the moment its grade arrives.
 Sample j of a problem depends only on (seed, problem id) - the sampler guarantees that a prompt's
 samples do not depend on the rest of its batch - so batch size, sharding and resumption do not
-change any result. A long problem's power chains are saved at each block boundary (RUN_DIR/chains/,
-`ChainFiles`), so a resumed run continues them mid-problem, with the same results.
+change any result. A long problem's power (and dynamic) chains are saved at each block boundary
+(RUN_DIR/chains/, `ChainFiles`), so a resumed run continues them mid-problem, with the same results.
 
 The sampling function is injectable (`sample_fn`, default `powersample.sample`), and so is the
 model (an Engine already loaded, or any object the sample_fn accepts), for tests and reuse.
