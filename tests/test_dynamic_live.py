@@ -118,6 +118,8 @@ def test_bad_dynamic_settings():
         DynamicParams(controller="bogus")
     with pytest.raises(PowerSampleError, match="k_min"):
         DynamicParams(k_min=9)
+    with pytest.raises(PowerSampleError, match="decide must be 'end' or 'block'"):
+        DynamicParams(decide="often")
 
 
 def test_checkpoints_say_when_a_chain_ended_and_its_share_of_the_forward_passes(monkeypatch):
