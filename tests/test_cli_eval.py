@@ -66,7 +66,7 @@ def _comparable(rows, tolerant: bool = False):
         if isinstance(v, float) and tolerant:
             return pytest.approx(v, rel=1e-5, abs=1e-6)
         if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items() if k != "seconds"}
+            return {k: clean(x) for k, x in v.items() if k not in ("seconds", "chain_seconds")}
         if isinstance(v, list):
             return [clean(x) for x in v]
         return v

@@ -74,7 +74,8 @@ def test_chains_added_mid_run_join_without_changing_the_others():
 
 def test_live_dynamic_equals_the_replay_of_a_fixed_run(tmp_path):
     """The key property: the same controller, live or replayed on a fixed k_max = 8 run with the same
-    seeds, makes the same decisions (same features) and gives the same answers, chains and tokens."""
+    seeds, makes the same decisions (same features) and gives the same answers, chains and tokens; asked
+    when the chains have ended (decide=end) or at every checkpoint (decide=block: running answers live)."""
     common = ["eval", "--task", "gym-mixed", "--model", "gym-mixed", "--task-option", "count=1", "--alpha", "4",
               "--mcmc-steps", "2", "--block-size", "16", "--max-new-tokens", "48", "--seed", "5", "--batch-size",
               "4", "--grade-workers", "1", "--device", "cpu", "--no-progress"]
@@ -84,12 +85,13 @@ def test_live_dynamic_equals_the_replay_of_a_fixed_run(tmp_path):
     [summary] = report([tmp_path / "k8"])  # maj@8 = replaying fixed k_max
     fixed = replay(problems, make_controller("fixed"), Budget(), same)
     assert summary.maj_at_k[8] == sum(o.correct for o in fixed) / len(fixed)
-    seen_k = set()
-    for spec in ("beta:0.9", "agreement"):
-        out = tmp_path / spec.replace(":", "-")
-        assert main(common + ["--method", "dynamic", "--controller", spec, "--out", str(out)]) == 0
+    seen_k, seen_steps = set(), {}
+    for spec, when in [("beta:0.9", "end"), ("agreement", "end"), ("beta:0.9", "block"), ("agreement", "block")]:
+        out = tmp_path / f"{spec.replace(':', '-')}-{when}"
+        assert main(common + ["--method", "dynamic", "--controller", spec, "--option", f"decide={when}",
+                              "--out", str(out)]) == 0
         live = {r["id"]: r for r in map(json.loads, (out / "dynamic.jsonl").read_text().splitlines())}
-        replayed = replay(problems, make_controller(spec), Budget(), same, log_features=True)
+        replayed = replay(problems, make_controller(spec), Budget(decide=when), same, log_features=True)
         assert sorted(live) == sorted(o.id for o in replayed) and len(live) == 4
         for o in replayed:
             rec = live[o.id]
@@ -102,9 +104,11 @@ def test_live_dynamic_equals_the_replay_of_a_fixed_run(tmp_path):
             for a, b in zip(rec["decisions"], o.decisions, strict=True):
                 assert a["features"] == pytest.approx(b["features"], rel=1e-5, abs=1e-6)
             seen_k.add(o.k)
+            seen_steps.setdefault(when, []).extend(d["step"] for d in o.decisions)
         rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
         assert len(rows) == sum(o.k for o in replayed)  # one row per chain used, as eval writes samples
     assert len(seen_k) > 1, f"not vacuous: problems should escalate differently, got k in {seen_k}"
+    assert len(seen_steps["block"]) > len(seen_steps["end"])  # not vacuous: asked mid-run too
 
 
 def test_bad_dynamic_settings():
@@ -114,3 +118,34 @@ def test_bad_dynamic_settings():
         DynamicParams(controller="bogus")
     with pytest.raises(PowerSampleError, match="k_min"):
         DynamicParams(k_min=9)
+    with pytest.raises(PowerSampleError, match="decide must be 'end' or 'block'"):
+        DynamicParams(decide="often")
+
+
+def test_checkpoints_say_when_a_chain_ended_and_its_share_of_the_forward_passes(monkeypatch):
+    """`ended` is true at a chain's last checkpoint only; `chain_seconds` splits each forward pass's time
+    over the rows it served, so the chains' shares add up to the time of every pass (a fake clock that
+    only engine calls move: no wall-clock assertion)."""
+    from powersample.samplers import scheduler
+
+    clock = [0.0]
+    monkeypatch.setattr(scheduler.time, "perf_counter", lambda: clock[0])
+    engine, passes = _engine(), {"start": 0.5, "join": 0.25, "extend": 1.0}
+
+    def timed(name, f):
+        def call(*a, **kw):
+            clock[0] += passes[name]
+            spent[0] += passes[name]
+            return f(*a, **kw)
+        return call
+
+    spent = [0.0]
+    for name in passes:
+        setattr(engine, name, timed(name, getattr(engine, name)))
+    res = run_chains(engine, PROMPTS, SEEDS, PowerParams(**POWER), suffix_log_ratio, num_samples=2, rows=3)
+    assert all([c.ended for c in r.checkpoints] == [False] * (len(r.checkpoints) - 1) + [True] for r in res)
+    assert any(len(r.checkpoints) > 1 for r in res) and any(len(r.checkpoints) < 3 for r in res)  # EOS
+    for r in res:
+        secs = [c.chain_seconds for c in r.checkpoints]
+        assert secs == sorted(secs) and secs[0] > 0
+    assert sum(r.checkpoints[-1].chain_seconds for r in res) == pytest.approx(spent[0])

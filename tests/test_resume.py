@@ -66,7 +66,7 @@ def test_a_state_that_does_not_fit_raises_one_line():
     params = PowerParams(**POWER)
     saved = {}
     run_chains(_engine(), PROMPTS[:1], SEEDS[:1], params, suffix_log_ratio,
-               on_block=lambda c, s: saved.setdefault(c, s))
+               on_block=lambda c, s: None if c in saved else saved.update({c: s}))  # (returns: chains to add)
     state = next(iter(saved.values())).to_dict()
     with pytest.raises(PowerSampleError, match="not a chain state"):
         ChainState.from_dict({k: v for k, v in state.items() if k != "draws"})
@@ -93,7 +93,7 @@ def _eval(tmp_path, out, **kw):
 def _rows(out):
     def strip(v):  # wall times differ between runs
         if isinstance(v, dict):
-            return {k: strip(x) for k, x in v.items() if k != "seconds"}
+            return {k: strip(x) for k, x in v.items() if k not in ("seconds", "chain_seconds")}
         return [strip(x) for x in v] if isinstance(v, list) else v
     return strip(sorted(read_rows(out), key=lambda r: (r["id"], r["sample_index"])))
 
@@ -172,3 +172,64 @@ def test_a_chain_state_that_cannot_be_saved_is_a_warning_and_the_run_goes_on(tmp
         _eval(tmp_path, "cut")
     assert any(m.startswith("could not save the state") and "No space" in m for m in caplog.messages)
     assert _rows(tmp_path / "cut") == _rows(tmp_path / "full")
+
+
+def _dynamic_eval(tmp_path, out, controller, decide):
+    from test_streaming import Digits
+
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps({"id": f"q/{i}", "prompt": f"{i} plus {i}", "answer": str(i % 10)}) + "\n"
+                            for i in range(6)))
+    engine = ToyEngine.random(12, seed=5, scale=1.0, eos_token_ids=[1], tokenizer=Digits())
+    config = EvalConfig(task="jsonl", model="toy", method="dynamic", data=str(data), task_options={"grader": "number"},
+                        batch_size=2, grade_workers=0, out=str(tmp_path / out),
+                        sampler=dict(alpha=4.0, mcmc_steps=2, max_new_tokens=9, block_size=3, controller=controller,
+                                     k_min=2, k_step=2, k_max=6, decide=decide))
+    return run_eval(config, model=engine, progress=False)
+
+
+def _records(out):
+    from powersample.jsonl import read_rows as read_jsonl
+
+    return {r["id"]: r for r in read_jsonl(out / "dynamic.jsonl")}
+
+
+def _tear(path, n=9):  # a kill mid-write: the last line loses its end
+    path.write_bytes(path.read_bytes()[:-n])
+
+
+@pytest.mark.parametrize("controller, decide, after", [("agreement", "end", 24), ("beta:0.9", "block", 24)])
+def test_dynamic_eval_interrupted_resumes_with_the_uninterrupted_decisions_rows_and_records(
+        tmp_path, monkeypatch, caplog, controller, decide, after):
+    """Ctrl-C mid-run (the `after`-th chain save), then a kill tears the last row and record; the rerun
+    replays each problem's decisions from its finished rows and saved chains, resumes those chains, and
+    ends with exactly the records and rows of an uninterrupted run."""
+    _dynamic_eval(tmp_path, "full", controller, decide)
+    interrupt_after_saves(monkeypatch, after)
+    with pytest.raises(KeyboardInterrupt):
+        _dynamic_eval(tmp_path, "cut", controller, decide)
+    monkeypatch.undo()
+    cut = tmp_path / "cut"
+    recorded = _records(cut)
+    escalated = {r["id"] for r in read_rows(cut) if r["sample_index"] >= 2} - set(recorded)
+    assert escalated and recorded, "not vacuous: a problem cut after it added chains, another one recorded"
+    assert len(list((cut / "chains").glob("*.json"))) > 0
+    _tear(cut / "rows.jsonl")
+    _tear(cut / "dynamic.jsonl")
+    written = {(r["id"], r["sample_index"]) for r in read_rows(cut)}
+    from powersample.evaluation import runner
+
+    sampled, submit = [], runner._submit
+
+    def counted(r, batch, *a):
+        sampled.append((batch[r.prompt_index].id, r.sample_index))
+        submit(r, batch, *a)
+
+    monkeypatch.setattr(runner, "_submit", counted)
+    with caplog.at_level(logging.INFO, logger="powersample.evaluation.runner"):
+        _dynamic_eval(tmp_path, "cut", controller, decide)
+    assert any(m.startswith("resuming problem") for m in caplog.messages)  # saved chains go on
+    assert sampled and not set(sampled) & written  # finished chains are read back, not sampled again
+    assert _records(cut) == _records(tmp_path / "full")
+    assert _rows(cut) == _rows(tmp_path / "full")
+    assert list((cut / "chains").glob("*")) == []

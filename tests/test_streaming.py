@@ -47,7 +47,7 @@ def _summary(r):
 
 def _without_seconds(v):
     if isinstance(v, dict):
-        return {k: _without_seconds(x) for k, x in v.items() if k != "seconds"}
+        return {k: _without_seconds(x) for k, x in v.items() if k not in ("seconds", "chain_seconds")}
     if isinstance(v, list):
         return [_without_seconds(x) for x in v]
     return v

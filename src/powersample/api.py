@@ -18,8 +18,9 @@ from .samplers.result import Result
 _LOADING = {"engine", "device", "dtype", "eos_token_id", "tokenizer", "reuse_cache", "trust_remote_code",
             "gguf_file"}
 _RUNNING = {"num_samples", "seeds", "progress", "batch_size", "chat", "on_result", "max_batch_tokens",
-            "extract", "same", "on_problem", "on_block", "resume"}  # extract, same, on_problem: method
-# "dynamic" (dynamic/live.py); on_block, resume: method "power" (samplers/scheduler.py)
+            "extract", "same", "on_problem", "on_block", "resume", "done_chains", "answers_at_blocks"}
+# extract, same, on_problem, done_chains, answers_at_blocks: method "dynamic" (dynamic/live.py); on_block, resume:
+# methods "power" and "dynamic" (samplers/scheduler.py)
 BATCH_SIZE = 16  # prompts per engine batch, the default of sample(), generate and eval alike
 # model-loading options that change results: a run records them with the sampler's settings
 LOADING_SETTINGS = ("eos_token_id", "trust_remote_code", "reuse_cache", "gguf_file", "engine")
@@ -70,7 +71,8 @@ def sample(model, prompts: Sequence[str] | Sequence[Sequence[int]], method: str 
         extra["rows"], batch_size = batch_size * num_samples, len(ids)  # on batch_size x num_samples rows
         extra.update(on_result=on_result, max_batch_tokens=options.get("max_batch_tokens"))
         on_result = None  # the scheduler calls it
-        extra.update({k: options[k] for k in ("extract", "same", "on_problem", "on_block", "resume")
+        extra.update({k: options[k] for k in ("extract", "same", "on_problem", "on_block", "resume", "done_chains",
+                                              "answers_at_blocks")
                       if options.get(k) is not None})
     bar = _progress_bar(options.get("progress"), method)
     results: list[Result] = []

@@ -57,7 +57,8 @@ class LoggedProblem:
 def chain_from_row(row: dict) -> Chain:
     cps = row.get("checkpoints") or []
     states = [ChainState(cp.get("answer"), cp.get("correct"), cp["logp"], cp["tokens"], cp["tokens_generated"],
-                         cp.get("acceptance_rate"), cp.get("mean_entropy"), cp.get("mean_top1"), False)
+                         cp.get("acceptance_rate"), cp.get("mean_entropy"), cp.get("mean_top1"),
+                         bool(cp.get("ended", False)))  # (rows before `ended` was logged: only the last ends)
               for cp in cps[:-1]]
     last = cps[-1] if cps else {}
     tokens = row["tokens"] if "tokens" in row else len(row["token_ids"])  # format 1 had `tokens`, 2 has the ids

@@ -7,8 +7,8 @@ each. Each sample's grading is handed to a process pool, so the model keeps gene
 graded; each row is appended (and fsynced) the moment its grade arrives.
 Sample j of a problem depends only on (seed, problem id) - the sampler guarantees that a prompt's
 samples do not depend on the rest of its batch - so batch size, sharding and resumption do not
-change any result. A long problem's power chains are saved at each block boundary (RUN_DIR/chains/,
-`ChainFiles`), so a resumed run continues them mid-problem, with the same results.
+change any result. A long problem's power (and dynamic) chains are saved at each block boundary
+(RUN_DIR/chains/, `ChainFiles`), so a resumed run continues them mid-problem, with the same results.
 
 The sampling function is injectable (`sample_fn`, default `powersample.sample`), and so is the
 model (an Engine already loaded, or any object the sample_fn accepts), for tests and reuse.
@@ -128,11 +128,11 @@ def _run(config: EvalConfig, task: Task, selected: list[Problem], store: RunStor
     k = config.samples_per_problem
     done = store.done()
     todo = [p for p in selected if any((p.id, j) not in done for j in range(k))]
-    dynamic = config.method == "dynamic"  # chains per problem chosen live: a problem is done once recorded
+    dynamic = config.method == "dynamic"  # chains per problem chosen live: done once recorded with its rows
     if dynamic:
         from ..dynamic.live import eval_options
 
-        dyn_options, recorded = eval_options(config, task, selected, store.dir)
+        dyn_options, recorded = eval_options(config, task, store.dir, store.rows_at_open)
         todo = [p for p in selected if p.id not in recorded]
     # powersample.sample hands a continuously batched method's samples over as their chains finish
     stream = sample_fn is None and continuously_batched(config.method)
@@ -165,7 +165,7 @@ def _run(config: EvalConfig, task: Task, selected: list[Problem], store: RunStor
                         kwargs.update(dyn_options(batch))
                     submitted: set[tuple[int, int]] = set()
                     chains = None
-                    if stream and config.method == "power":  # running chains saved at block boundaries
+                    if stream and config.method in ("power", "dynamic"):  # running chains saved at block boundaries
                         chains = ChainFiles(store.dir, batch, kwargs["seeds"])
                         kwargs.update(on_block=chains.save, resume=chains.load(config, done))
 

@@ -18,6 +18,9 @@ class Checkpoint:
     mean_entropy: float  # mean base-model entropy (nats) over the completion's tokens when drawn
     mean_top1: float  # mean base-model top-1 probability over the completion's tokens when drawn
     seconds: float  # wall time since the batch started
+    ended: bool = False  # the chain has ended with this block (EOS or max_new_tokens): it is its last checkpoint
+    chain_seconds: float = 0.0  # compute attributed to this chain so far: each forward pass's wall time split
+    # evenly over the rows it served (MH scheduler), so the chains of a run sum to its forward-pass time
 
 
 @dataclass

@@ -27,6 +27,8 @@ given, gets everything the chain's future depends on (its completion with per-to
 counters, its stream's draw count: a token's uniform is keyed by (seed, TOKEN, draws)). A later run given
 `resume={(prompt, sample): state}` starts that chain from its saved completion at the next block, and it
 goes on exactly as the interrupted run would have (eval saves and loads these: evaluation/runner.py).
+`on_block` may return sample indices of chains to add to the chain's prompt, as `more` does (a controller
+asked at every block boundary: dynamic/live.py).
 """
 
 from __future__ import annotations
@@ -58,17 +60,19 @@ def run_chains(engine: Engine, prompts: list[list[int]], seeds: list[int], param
                log_ratio: Callable, num_samples: int = 1, rows: int | None = None, chunk: int | None = None,
                progress: Callable[[int], None] | None = None, on_result: Callable[[Result], None] | None = None,
                max_batch_tokens: int | None = None, more: Callable[[Result], list[int]] | None = None,
-               on_block: Callable[[tuple[int, int], ChainState], None] | None = None,
-               resume: dict[tuple[int, int], ChainState] | None = None) -> list[Result]:
+               on_block: Callable[[tuple[int, int], ChainState], list[int] | None] | None = None,
+               resume: dict[tuple[int, int], ChainState] | None = None,
+               chains: list[tuple[int, int]] | None = None) -> list[Result]:
     """MH power sampling of `num_samples` chains per prompt on at most `rows` engine rows (default: one
     per chain), fewer if rows x (longest prompt + T) exceeds `max_batch_tokens`. `log_ratio(alpha, track, t,
     proposal_extension)` is the acceptance ratio (power.py). Each Result goes to `on_result` as its chain
     finishes, then to `more`, whose answer (sample indices) adds chains to its prompt; all are returned
-    prompt-major, as power_sample returns them. `on_block` and `resume`: see the module doc."""
+    prompt-major, as power_sample returns them. `on_block` and `resume`: see the module doc. `chains`: the
+    (prompt, sample) pairs to run (default: samples 0..num_samples-1 of every prompt)."""
     resume = resume or {}
     for state in resume.values():
         state.check(params)
-    queue = [(i, j) for i in range(len(prompts)) for j in range(num_samples)]  # chains, prompt-major
+    queue = list(chains) if chains is not None else [(i, j) for i in range(len(prompts)) for j in range(num_samples)]
     R = min(rows or len(queue), len(queue))
     if max_batch_tokens is None and engine.device.type == "cuda":
         max_batch_tokens = cuda_token_budget(engine)
@@ -81,20 +85,27 @@ def run_chains(engine: Engine, prompts: list[list[int]], seeds: list[int], param
     blocks = {c: 0 for c in range(len(queue))}  # blocks each chain finished (a finished chain: all of them)
     tally = [0, 0]  # the sum of `blocks`; blocks per chain reported to `progress`
 
+    def add(i: int, js) -> None:
+        for j in js or ():  # added chains wait at the end of the queue
+            queue.append((i, j))
+            blocks[len(queue) - 1] = 0
+            pending.append(len(queue) - 1)  # the list _schedule runs, so they join this very batch
+
     def finished(c: int, result: Result) -> None:
         results[c] = result
         if on_result is not None:
             on_result(result)
-        for j in more(result) if more is not None else ():  # added chains wait at the end of the queue
-            queue.append((result.prompt_index, j))
-            blocks[len(queue) - 1] = 0
-            pending.append(len(queue) - 1)  # the list _schedule runs, so they join this very batch
+        if more is not None:
+            add(result.prompt_index, more(result))
+
+    def block(chain: tuple[int, int], state: ChainState) -> None:
+        add(chain[0], on_block(chain, state))
 
     pending = list(range(len(queue)))
     while True:
         try:
             _schedule(engine, prompts, seeds, params, log_ratio, queue, pending, R, chunk, progress, finished,
-                      blocks, tally, shrink=more is None, on_block=on_block, resume=resume)
+                      blocks, tally, shrink=more is None, on_block=on_block and block, resume=resume)
             break
         except RuntimeError as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
             if "out of memory" not in str(e).lower() or R == 1:
@@ -159,6 +170,7 @@ def _schedule(engine: Engine, prompts: list[list[int]], seeds: list[int], params
     # the first R chains: each prompt's prefix is computed once and shared by its chains (as fan_out does)
     first = [queue[c][0] for c in order[:R]]
     distinct = sorted(set(first))
+    t_pass = time.perf_counter()
     seqs = engine.start([prompts[i] for i in distinct], [seeds[i] for i in distinct])
     parent = torch.tensor([distinct.index(i) for i in first], device=dev)
     seqs = engine.select(seqs, parent, seeds=torch.tensor([chain_seed(c) for c in order[:R]], device=dev))
@@ -171,7 +183,8 @@ def _schedule(engine: Engine, prompts: list[list[int]], seeds: list[int], params
         left=torch.full((R,), min(B, T), dtype=torch.long, device=dev),  # tokens its task may still draw
         cut=zeros.clone(),  # an MH step's position t (completion tokens kept)
         cut_now=torch.zeros(R, dtype=torch.bool, device=dev),  # the task starts with a cut at the next call
-        proposed=zeros.clone(), accepted=zeros.clone())
+        proposed=zeros.clone(), accepted=zeros.clone(),
+        seconds=torch.full((R,), _elapsed(t_pass, dev) / R, dtype=torch.float64, device=dev))
     checkpoints: dict[int, list] = {c: [] for c in order[:R]}  # (joining chains get theirs then)
     started = {c: t0 for c in order[:R]}  # when each chain took its row
     next_chain = R  # position in `order` of the next chain to join
@@ -182,7 +195,9 @@ def _schedule(engine: Engine, prompts: list[list[int]], seeds: list[int], params
         elapsed = time.perf_counter() - t0
         cps = track.checkpoints(seqs, (row.block + 1).tolist(), row.proposed, row.accepted, elapsed, rows=idx)
         done = ended & ((row.block + 1 == n_blocks) | (track.ends_with_eos & params.stop_at_eos))
+        done_l, secs = done.tolist(), row.seconds.tolist()
         for r, cp in zip(idx, cps, strict=True):
+            cp.ended, cp.chain_seconds = done_l[r], secs[r]
             checkpoints[int(row.chain[r])].append(cp)
             blocks[int(row.chain[r])] += 1
             tally[0] += 1
@@ -244,8 +259,10 @@ def _schedule(engine: Engine, prompts: list[list[int]], seeds: list[int], params
         """Rows `free` (settled) take chains `new`: from scratch, or from a saved state (`resume`)."""
         states = [resume.get(queue[c]) for c in new]
         idx = torch.tensor(free, device=dev)
+        t_pass = time.perf_counter()
         engine.join(seqs, idx, [prompts[queue[c][0]] for c in new], [chain_seed(c) for c in new],
                     completions=[s.token_ids if s else [] for s in states], draws=[s.draws if s else 0 for s in states])
+        joined_seconds = _elapsed(t_pass, dev) / len(free)  # the joining rows' prefill, theirs alone
         started.update(dict.fromkeys(new, time.perf_counter()))
         checkpoints.update({c: [] for c in new})
         joined = torch.zeros(len(seqs), dtype=torch.bool, device=dev)
@@ -256,6 +273,7 @@ def _schedule(engine: Engine, prompts: list[list[int]], seeds: list[int], params
         row.left = torch.where(joined, min(B, T), row.left)
         row.proposed.masked_fill_(joined, 0)
         row.accepted.masked_fill_(joined, 0)
+        row.seconds.masked_fill_(joined, joined_seconds)
         resumed = torch.zeros_like(joined)
         for r, c, s in zip(free, new, states, strict=True):
             if s is None:
@@ -266,6 +284,7 @@ def _schedule(engine: Engine, prompts: list[list[int]], seeds: list[int], params
                 getattr(track, name)[r, :n] = torch.tensor(getattr(s, name), dtype=torch.float64)
             track.length[r], track.ends_with_eos[r], track.generated[r] = n, s.ends_with_eos, s.generated
             row.block[r], row.proposed[r], row.accepted[r] = s.block, s.proposed, s.accepted
+            row.seconds[r] += s.checkpoints[-1].chain_seconds  # (a state saved before chain_seconds existed: 0)
             checkpoints[c] = list(s.checkpoints)
             tally[0] += s.block - blocks[c]
             blocks[c] = s.block
@@ -286,7 +305,9 @@ def _schedule(engine: Engine, prompts: list[list[int]], seeds: list[int], params
         asked = torch.where(busy, row.left.clamp(max=chunk), 0)
         keep = torch.where(row.cut_now, seqs.prompt_lengths + row.cut, -1)
         mh = busy & (row.step >= 0)
+        t_pass = time.perf_counter()
         ext = engine.extend(seqs, asked, proposal, keep=keep)
+        row.seconds += busy * (_elapsed(t_pass, dev) / int(busy.sum()))  # split over the rows it served
         if bool(row.cut_now.any()):  # a cut starts a fresh proposal
             prop.reset(row.cut_now)
             row.cut_now.zero_()
@@ -334,10 +355,18 @@ class _Rows:
     cut_now: torch.Tensor
     proposed: torch.Tensor
     accepted: torch.Tensor
+    seconds: torch.Tensor  # compute attributed to the row's chain (Checkpoint.chain_seconds)
 
     def select(self, index: torch.Tensor) -> None:
         for f in fields(self):
             setattr(self, f.name, getattr(self, f.name)[index])
+
+
+def _elapsed(since: float, dev: torch.device) -> float:
+    """Wall seconds since `since`, once the device has finished the work queued (CUDA runs asynchronously)."""
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return time.perf_counter() - since
 
 
 def _only(ext: Extension, rows: torch.Tensor) -> Extension:
