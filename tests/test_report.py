@@ -184,7 +184,7 @@ SAMPLER = {"alpha": 4.0, "block_size": 8, "max_new_tokens": 32}
 
 
 def _row(pid, j, answer, correct, tokens, seconds=None):
-    checkpoint = {"block": 1, "tokens": 3, "tokens_generated": tokens, "logp": -1.0 - j,
+    checkpoint = {"block": 1, "tokens": 3, "tokens_generated": tokens, "logp": -1.0 - j, "ended": True,
                   **({} if seconds is None else {"chain_seconds": seconds})}
     return {"format": 2, "id": pid, "sample_index": j, "method": "power", "text": answer, "token_ids": [1, 2, 3],
             "finished": True, "logp": -1.0 - j, "tokens_generated": tokens, "seconds": 0.5, "extracted": answer,
@@ -284,3 +284,35 @@ def test_a_dynamic_run_beside_a_fixed_run_of_the_same_settings(dynamic_runs, tmp
     other = _write_run(tmp_path / "a2", "power", read_rows(fixed), alpha=2.0)
     s, _ = report([dyn, other])
     assert s.dynamic.versus == [] and "both hold" not in format_table([s])
+
+
+# -- replay seconds: the used chains' own seconds summed -------------------------------------------------------
+
+def test_replay_sums_the_used_chains_seconds(tmp_path, capsys, monkeypatch):
+    import matplotlib.pyplot as plt
+    from test_dynamic import fixture_rows, write_run
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    rows = fixture_rows()  # problems A and B, 8 chains each
+    for r in rows:  # chain j of A took 1 + j seconds, every chain of B 2 s
+        r["checkpoints"][-1]["chain_seconds"] = 1.0 + r["sample"] if r["id"] == "A" else 2.0
+    timed = write_run(tmp_path / "timed", rows)
+    assert main(["controller", "replay", str(timed), "--out", str(tmp_path / "t")]) == 0
+    printed = capsys.readouterr().out
+    assert "s/problem (chains' own)" in printed and "no seconds" not in printed
+    lines = {ln["controller"]: ln for ln in json.loads((tmp_path / "t" / "replay.json").read_text())}
+    assert lines["fixed:2"]["seconds"] == pytest.approx((1 + 2 + 2 * 2) / 2)
+    assert lines["fixed:8"]["seconds"] == pytest.approx((36 + 8 * 2) / 2)
+    assert lines["oracle"]["seconds"] == pytest.approx((3 + 4 * 2) / 2)  # A stops at 2 chains, B at 4
+    assert "| fixed:2 | 0.500 | 30 | 23% | 2.00 | 3.50 |" in printed
+    assert len(figures[-1].axes) == 2  # accuracy vs tokens, and vs seconds
+
+    for r in rows:
+        del r["checkpoints"][-1]["chain_seconds"]
+    untimed = write_run(tmp_path / "untimed", rows)
+    assert main(["controller", "replay", str(untimed), "--out", str(tmp_path / "u")]) == 0
+    printed = capsys.readouterr().out
+    assert "| s/problem" not in printed and "(no seconds: the log's rows have no per-chain seconds" in printed
+    assert json.loads((tmp_path / "u" / "replay.json").read_text())[0]["seconds"] is None
+    assert len(figures[-1].axes) == 1

@@ -161,10 +161,8 @@ def read_records(run_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def chain_seconds(row: dict[str, Any]) -> float | None:
-    """A chain's own compute seconds (its share of each forward pass), where the sampler recorded them:
-    the row's `chain_seconds`, else its last checkpoint's; None for rows without them."""
-    if row.get("chain_seconds") is not None:
-        return float(row["chain_seconds"])
+    """A chain's own compute seconds (its share of each forward pass, summed: samplers/result.py's
+    Checkpoint.chain_seconds) at its last checkpoint; None for rows without them (older runs)."""
     cps = row.get("checkpoints") or []
     if cps and cps[-1].get("chain_seconds") is not None:
         return float(cps[-1]["chain_seconds"])
