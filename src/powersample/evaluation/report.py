@@ -491,7 +491,7 @@ def _dynamic_note(s: Summary) -> str:
     budget = f"k_min={d.budget.get('k_min')} +{d.budget.get('k_step')} up to k_max={d.budget.get('k_max')}"
     ended = ", ".join(f"k={k}: {n}" for k, n in d.ended_at.items()) or "none yet"
     left = d.started - d.recorded
-    return (f"- {s.label}: dynamic, per problem (the vote of its chains, dynamic.jsonl): controller {d.controller}, "
+    return (f"- {s.label}: a dynamic run, per problem (its chains' vote, dynamic.jsonl): controller {d.controller}, "
             f"budget {budget}; problems ending with k chains: {ended}; mean {d.chains:.2f} chains and "
             f"{s.tokens_per_problem:.0f} tokens per problem; s/problem is "
             + ("the chains' own seconds summed" if d.seconds_per_chain_attributed
