@@ -64,6 +64,7 @@ def boxed_model(tmp_path_factory):
     return str(out)
 
 
+@pytest.mark.slow  # ~15 s on 2 CPU cores: five commands, two of them sampling 20 problems
 def test_the_math500_recipe_runs_end_to_end(boxed_model, tmp_path, capsys):
     k8, dps, ctrl, replayed = (str(tmp_path / n) for n in ("math500-k8", "math500-dps", "gbdt.skops", "dps"))
     common = ["--task", "math500", "--model", boxed_model, *SETTINGS]
