@@ -55,6 +55,21 @@ def _problems(args):
     return problems, equivalence(task), Budget(args.k_min, args.k_step, args.k_max, args.decide)
 
 
+def _seconds(args, problems):
+    """Each problem's chains' own seconds (checkpoints' chain_seconds), or None unless every chain has them."""
+    from ..evaluation.report import chain_seconds
+    from ..evaluation.store import read_rows
+
+    wanted = {p.id for p in problems}
+    seconds: dict[str, dict[int, float | None]] = {}
+    for d in args.runs:
+        for r in read_rows(d):
+            if str(r["id"]) in wanted:
+                seconds.setdefault(str(r["id"]), {})[r["sample_index"]] = chain_seconds(r)
+    out = {pid: [by_j[j] for j in sorted(by_j)] for pid, by_j in seconds.items()}
+    return None if any(None in v for v in out.values()) else out
+
+
 def run(args) -> int:
     return _train(args) if args.action == "train" else _replay(args)
 
@@ -87,19 +102,20 @@ def _replay(args) -> int:
     problems, same, budget = _problems(args)
     chosen = [make_controller(s) for s in args.controller]  # bad specs fail before any work
     reference = replay(problems, make_controller("fixed"), budget, same)
+    secs = _seconds(args, problems)
     shown = [*(f"fixed:{k}" for k in budget.ks()), *(f"beta:{c:g}" for c in BETA_SWEEP), "agreement", "oracle"]
     lines, decisions = [], {}
     for spec in shown:
-        lines.append(compare(replay(problems, make_controller(spec), budget, same), reference, spec))
+        lines.append(compare(replay(problems, make_controller(spec), budget, same), reference, spec, seconds=secs))
     for c in chosen:
         outs = replay(problems, c, budget, same, log_features=True)
         decisions[c.spec] = outs
-        lines.append(compare(outs, reference, c.spec))
+        lines.append(compare(outs, reference, c.spec, seconds=secs))
         if isinstance(c, Learned):  # its threshold swept too, for the plot
             base = c.threshold
             for t in (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99):
                 c.threshold = t
-                lines.append(compare(replay(problems, c, budget, same), reference, f"{c.spec}@{t:g}"))
+                lines.append(compare(replay(problems, c, budget, same), reference, f"{c.spec}@{t:g}", seconds=secs))
             c.threshold = base
     table = format_lines(lines)
     print(f"{len(problems)} problems, budget k_min={budget.k_min} +{budget.k_step} up to k_max={budget.k_max}, "

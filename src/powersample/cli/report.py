@@ -3,6 +3,7 @@
 Examples:
   powersample report runs/math500-power runs/math500-temperature       # side by side
   powersample report runs/math500-power runs/math500-power-rerun       # a rerun is a run of its own
+  powersample report runs/math500-dps runs/math500-k8                  # dynamic per problem, beside fixed k
   powersample report runs/x-shard0of4 runs/x-shard1of4 ...             # shards of one run are merged
   powersample report --merge runs/x-merged runs/x-shard*               # and written as one run
 """

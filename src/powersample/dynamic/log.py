@@ -91,7 +91,8 @@ def load_log(run_dirs: Sequence[str | Path]) -> tuple[Task, list[LoggedProblem]]
             raise PowerSampleError(f"{d} has no graded rows: an unlabelled log", "run", str(d))
         if not any(cp.get("answer") is not None for r in rows for cp in r.get("checkpoints") or []):
             raise PowerSampleError(f"{d} has no answers at checkpoints: log with --method power on a task "
-                                   "with extractable answers", "run", str(d))
+                                   "with extractable answers, and enough --max-new-tokens for some chains to "
+                                   "reach one", "run", str(d))
         by_id: dict[str, list[dict]] = defaultdict(list)
         for r in rows:
             by_id[str(r["id"])].append(r)

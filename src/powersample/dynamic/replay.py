@@ -17,7 +17,9 @@ the risk of starting some that the finished answers would not have needed.
 No chain is ever cut short, so the problem's answer is the vote over its chains' final answers
 (vote.py), and its tokens are the sum over the chains used of each chain's `tokens_generated` at its
 end (every token drawn, rejected MH proposals included). A live run with the same seeds and
-decisions draws exactly these chains, so it must report the same answers and tokens.
+decisions draws exactly these chains, so it must report the same answers and tokens. Its seconds are
+the used chains' own compute seconds summed (checkpoints' `chain_seconds`: each forward pass's time
+split over the rows it served), where the log has them; wall time is not replayed.
 """
 
 from __future__ import annotations
@@ -127,17 +129,23 @@ class Line:
     chains: float  # mean chains per problem
     diff: float  # accuracy - fixed k_max accuracy
     diff_ci95: tuple[float, float]  # paired bootstrap over problems
+    seconds: float | None = None  # mean per problem: its used chains' own seconds summed (None: not logged)
+
+
+Seconds = dict[str, Sequence[float]]  # problem id -> each chain's own compute seconds, by chain index
 
 
 def compare(outcomes: Sequence[Outcome], reference: Sequence[Outcome], spec: str, n_boot: int = 2000,
-            seed: int = 0) -> Line:
+            seed: int = 0, seconds: Seconds | None = None) -> Line:
+    """`spec`'s figures against fixed k_max (`reference`); with `seconds`, its seconds per problem too."""
     a = np.array([o.correct for o in outcomes], dtype=float)
     r = np.array([o.correct for o in reference], dtype=float)
     tokens = float(np.mean([o.tokens for o in outcomes]))
     ref_tokens = float(np.mean([o.tokens for o in reference]))
+    secs = None if seconds is None else float(np.mean([sum(seconds[o.id][:o.k]) for o in outcomes]))
     return Line(spec, float(a.mean()), tokens, tokens / ref_tokens if ref_tokens else math.nan,
                 float(np.mean([o.k for o in outcomes])), float(a.mean() - r.mean()),
-                paired_bootstrap(a, r, n_boot, seed))
+                paired_bootstrap(a, r, n_boot, seed), secs)
 
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -149,11 +157,18 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int
 
 
 def format_lines(lines: Sequence[Line]) -> str:
-    head = "| controller | accuracy | tokens/problem | share of fixed k_max | chains | Δ acc vs fixed k_max [95% CI] |"
-    out = [head, "|---|---|---|---|---|---|"]
+    """The Markdown table; a seconds column when the log has per-chain seconds, else a line saying so."""
+    timed = bool(lines) and all(ln.seconds is not None for ln in lines)
+    head = ("| controller | accuracy | tokens/problem | share of fixed k_max | chains | "
+            + ("s/problem (chains' own) | " if timed else "") + "Δ acc vs fixed k_max [95% CI] |")
+    out = [head, "|---|---|---|---|---|---|" + ("---|" if timed else "")]
     for ln in lines:
         out.append(f"| {ln.controller} | {ln.accuracy:.3f} | {ln.tokens:.0f} | {ln.token_share:.0%} | "
-                   f"{ln.chains:.2f} | {ln.diff:+.3f} [{ln.diff_ci95[0]:+.3f}, {ln.diff_ci95[1]:+.3f}] |")
+                   f"{ln.chains:.2f} | " + (f"{ln.seconds:.2f} | " if timed else "")
+                   + f"{ln.diff:+.3f} [{ln.diff_ci95[0]:+.3f}, {ln.diff_ci95[1]:+.3f}] |")
+    if not timed:
+        out += ["", "(no seconds: the log's rows have no per-chain seconds (checkpoints' chain_seconds), "
+                "as runs written before they were recorded)"]
     return "\n".join(out)
 
 
@@ -167,11 +182,23 @@ def beta_at(lines: Sequence[Line], tokens: float) -> float:
 
 
 def plot(lines: Sequence[Line], path, title: str = "") -> None:
-    """Accuracy against mean generated tokens per problem: fixed k, beta sweep, learned sweeps, the rest."""
+    """Accuracy against mean generated tokens per problem: fixed k, beta sweep, learned sweeps, the rest;
+    beside it the same against seconds per problem when the log has per-chain seconds."""
     from ..evaluation.plots import _pyplot
 
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    timed = bool(lines) and all(ln.seconds is not None for ln in lines)
+    fig, axes = plt.subplots(1, 2 if timed else 1, figsize=(12.4 if timed else 6.4, 4.4), squeeze=False)
+    _panel(axes[0][0], lines, "tokens", "generated tokens per problem (mean)", title)
+    if timed:
+        _panel(axes[0][1], lines, "seconds", "seconds per problem (mean, the chains' own)", title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _panel(ax, lines: Sequence[Line], x: str, xlabel: str, title: str) -> None:
+    """One panel: accuracy against `x` (a Line field) for fixed k, the beta sweep and the rest."""
     groups = {"fixed": [], "beta": [], "other": {}}
     for ln in lines:
         name = ln.controller.split(":")[0]
@@ -180,21 +207,17 @@ def plot(lines: Sequence[Line], path, title: str = "") -> None:
         else:
             groups["other"].setdefault(name if "@" in ln.controller else ln.controller, []).append(ln)
     for name, style in (("fixed", "o-"), ("beta", "s--")):
-        pts = sorted(groups[name], key=lambda ln: ln.tokens)
+        pts = sorted(groups[name], key=lambda ln: getattr(ln, x))
         if pts:
-            ax.plot([p.tokens for p in pts], [p.accuracy for p in pts], style, markersize=4,
+            ax.plot([getattr(p, x) for p in pts], [p.accuracy for p in pts], style, markersize=4,
                     label="fixed k" if name == "fixed" else "beta sweep")
     for i, (name, pts) in enumerate(groups["other"].items()):
-        pts = sorted(pts, key=lambda ln: ln.tokens)
+        pts = sorted(pts, key=lambda ln: getattr(ln, x))
         marker = "^vDPX*"[i % 6]
-        ax.plot([p.tokens for p in pts], [p.accuracy for p in pts], marker + ("-" if len(pts) > 1 else ""),
-                markersize=6,
-                label=name + (" sweep" if len(pts) > 1 else ""))
-    ax.set_xlabel("generated tokens per problem (mean)")
+        ax.plot([getattr(p, x) for p in pts], [p.accuracy for p in pts], marker + ("-" if len(pts) > 1 else ""),
+                markersize=6, label=name + (" sweep" if len(pts) > 1 else ""))
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("majority-vote accuracy")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

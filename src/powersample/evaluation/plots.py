@@ -3,7 +3,10 @@
 - passk.png: pass@k against k (log2 axis), one line per run.
 - accuracy_vs_tokens.png: accuracy against tokens generated per sample, one colour per method. Runs
   with graded checkpoints draw their running-answer curve (block by block); every run also draws its
-  final accuracy with the Wilson 95% interval.
+  final accuracy with the Wilson 95% interval. Dynamic runs are left out (their accuracy is per
+  problem, not per sample).
+- dynamic_vs_fixed.png: a dynamic run against a fixed-k run of the same settings (report.py's
+  `versus`): accuracy vs tokens per problem, fixed k = 1..K and the dynamic point.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ def plot_passk(summaries: Sequence[Summary], path: str | Path) -> Path | None:
 
 def plot_accuracy_tokens(summaries: Sequence[Summary], path: str | Path) -> Path | None:
     """Accuracy vs generated tokens per sample, coloured by method; None when nothing is graded."""
-    shown = [s for s in summaries if s.accuracy is not None and not math.isnan(s.tokens_per_sample)]
+    shown = [s for s in summaries if s.accuracy is not None and not math.isnan(s.tokens_per_sample)
+             and s.dynamic is None]
     if not shown:
         return None
     plt = _pyplot()
@@ -66,6 +70,22 @@ def plot_accuracy_tokens(summaries: Sequence[Summary], path: str | Path) -> Path
                    "accuracy", "accuracy vs compute")
 
 
+def plot_dynamic_vs_fixed(summaries: Sequence[Summary], path: str | Path) -> Path | None:
+    """Each dynamic run's point beside the fixed run's vote at k = 1..K, tokens per problem on x."""
+    shown = [s for s in summaries if s.dynamic is not None and s.dynamic.versus]
+    if not shown:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for s in shown:
+        *fixed, (name, acc, tokens, _, _) = s.dynamic.versus
+        ax.plot([p[2] for p in fixed], [p[1] for p in fixed], "o-", markersize=4,
+                label=f"{s.dynamic.versus_run}: fixed k = 1..{len(fixed)}")
+        ax.plot([tokens], [acc], "*", markersize=12, label=name)
+    return _finish(plt, fig, ax, shown, path, "generated tokens per problem (mean)", "majority-vote accuracy",
+                   "dynamic vs fixed k")
+
+
 def _finish(plt, fig, ax, shown, path, xlabel: str, ylabel: str, title: str) -> Path:
     """Label, title (with the tasks shown), grid and legend; save to `path` and close the figure."""
     ax.set_xlabel(xlabel)
@@ -81,9 +101,10 @@ def _finish(plt, fig, ax, shown, path, xlabel: str, ylabel: str, title: str) -> 
 
 
 def write_plots(summaries: Sequence[Summary], out_dir: str | Path) -> list[Path]:
-    """Both plots into `out_dir`; the paths of those written."""
+    """The plots into `out_dir`; the paths of those written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [plot_passk(summaries, out_dir / "passk.png"),
-               plot_accuracy_tokens(summaries, out_dir / "accuracy_vs_tokens.png")]
+               plot_accuracy_tokens(summaries, out_dir / "accuracy_vs_tokens.png"),
+               plot_dynamic_vs_fixed(summaries, out_dir / "dynamic_vs_fixed.png")]
     return [p for p in written if p is not None]

@@ -1,14 +1,21 @@
 """Summaries of eval runs: accuracy with a Wilson 95% interval, pass@k, cost; shards merged.
 
-Reads only run.json and rows.jsonl (merge_runs also reloads the task's data when the task writes
-output files, as AlpacaEval does). Run directories whose configurations differ only in `shard`
-(and in non-core fields such as device or batch size) are one run split in pieces: they are merged
+Reads run.json and rows.jsonl, and dynamic.jsonl for `--method dynamic` runs (merge_runs also
+reloads the task's data when the task writes output files, as AlpacaEval does). Run directories
+whose configurations differ only in `shard` (and in non-core fields such as device or batch size)
+are one run split in pieces: they are merged
 (`load_runs` does it on the fly, `merge_runs` writes the merged directory). A directory whose shard
 is already there is a rerun, reported as a run of its own.
 
 Accuracy is the share of correct samples over all graded samples (= mean pass@1). Its Wilson interval
 treats samples as independent; with several samples per problem they are not (samples of one problem
 are correlated), so the interval is then somewhat too narrow.
+
+A dynamic run (docs/dynamic.md) is reported per problem, from its dynamic.jsonl records: accuracy is
+the share of recorded problems whose vote (the record's `chosen` chain) is right, cost is per problem
+(its k chains summed). pass@k and maj@k are not shown: its problems have different k. Given with a
+fixed-k power run of the same task and settings, it is compared with that run's vote over its first
+k chains, k = 1..K, on the problems both hold (`versus`).
 """
 
 from __future__ import annotations
@@ -17,14 +24,14 @@ import json
 import logging
 import math
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import PowerSampleError
-from ..jsonl import FORMAT, encode
+from ..jsonl import FORMAT, encode, iter_rows
 from .config import NON_CORE, parse_shard
 from .passk import mean_pass_at_k, wilson
 from .store import ROWS_FILE, RUN_FILE, read_rows, read_run, write_json_atomic
@@ -33,6 +40,8 @@ log = logging.getLogger(__name__)
 
 # settings that tell runs apart in labels, in this order (the sampler's settings come after the model)
 LABEL_FIELDS = ("task", "model", "chat", "samples_per_problem", "seed", "limit", "data_sha256", "task_options")
+DYNAMIC_FILE = "dynamic.jsonl"  # dynamic/live.py's PROBLEMS_FILE: one record per problem of a dynamic run
+DYNAMIC_SETTINGS = ("controller", "k_min", "k_step", "k_max")  # what a dynamic run adds to power's settings
 
 
 @dataclass
@@ -44,6 +53,7 @@ class Run:
     rows: list[dict[str, Any]]
     shards: list[str]  # the shard of each directory
     versions: dict[str, Any] = field(default_factory=dict)
+    records: list[dict[str, Any]] = field(default_factory=list)  # dynamic.jsonl, for a dynamic run
 
     @property
     def shards_missing(self) -> list[int]:
@@ -51,6 +61,24 @@ class Run:
         n = parse_shard(self.shards[0])[1]
         have = {parse_shard(s)[0] for s in self.shards}
         return [i for i in range(n) if i not in have]
+
+
+@dataclass
+class Dynamic:
+    """What a dynamic run adds to its summary: the controller, the budget, where problems ended."""
+
+    controller: str
+    budget: dict[str, int]  # k_min, k_step, k_max
+    recorded: int  # problems with a dynamic.jsonl record (the summary's problems)
+    started: int  # problems with rows; more than `recorded` while the run is unfinished
+    chains: float  # mean chains per recorded problem
+    ended_at: dict[int, int]  # k -> problems that ended with k chains
+    seconds_per_chain_attributed: bool  # s/problem sums the chains' own seconds (else: batch wall time)
+    # fixed-k run of the same settings, on the problems both hold: (label, accuracy, tokens/problem,
+    # s/problem or None, chains/problem), fixed k = 1..K then this run
+    versus: list[tuple[str, float, float, float | None, float]] = field(default_factory=list)
+    versus_run: str = ""
+    versus_problems: int = 0
 
 
 @dataclass
@@ -79,6 +107,7 @@ class Summary:
     shards_missing: list[int]
     # (mean tokens generated so far, accuracy of the running answer) after each block, when recorded
     checkpoint_curve: list[tuple[float, float]] = field(default_factory=list)
+    dynamic: Dynamic | None = None  # a --method dynamic run: the numbers above are per problem
 
 
 def _group_key(config: dict[str, Any]) -> str:
@@ -105,7 +134,7 @@ def load_runs(dirs: Iterable[str | Path]) -> list[Run]:
         runs = groups[_group_key(config)]
         run = next((r for r in runs if shard not in r.shards), None)
         if run is None:
-            runs.append(Run([d], dict(config), read_rows(d), [shard], record.get("versions", {})))
+            runs.append(Run([d], dict(config), read_rows(d), [shard], record.get("versions", {}), read_records(d)))
             continue
         if parse_shard(shard)[1] != parse_shard(run.shards[0])[1]:
             raise PowerSampleError(f"{d} is shard {shard}, {run.dirs[0]} is shard {run.shards[0]}: different "
@@ -113,7 +142,31 @@ def load_runs(dirs: Iterable[str | Path]) -> list[Run]:
         run.dirs.append(d)
         run.shards.append(shard)
         run.rows.extend(read_rows(d))
+        run.records.extend(read_records(d))
     return [r for runs in groups.values() for r in runs]
+
+
+def read_records(run_dir: str | Path) -> list[dict[str, Any]]:
+    """A dynamic run's per-problem records (none for other runs); a torn last line is ignored, as in
+    rows.jsonl, and a problem recorded twice keeps its first record."""
+    path = Path(run_dir) / DYNAMIC_FILE
+    if not path.exists():
+        return []
+    records, seen = [], set()
+    for _, rec in iter_rows(path, torn_tail_ok=True):
+        if rec.get("id") not in seen:
+            seen.add(rec.get("id"))
+            records.append(rec)
+    return records
+
+
+def chain_seconds(row: dict[str, Any]) -> float | None:
+    """A chain's own compute seconds (its share of each forward pass, summed: samplers/result.py's
+    Checkpoint.chain_seconds) at its last checkpoint; None for rows without them (older runs)."""
+    cps = row.get("checkpoints") or []
+    if cps and cps[-1].get("chain_seconds") is not None:
+        return float(cps[-1]["chain_seconds"])
+    return None
 
 
 def merge_runs(dirs: Sequence[str | Path], out: str | Path) -> Path:
@@ -133,6 +186,10 @@ def merge_runs(dirs: Sequence[str | Path], out: str | Path) -> Path:
     with open(out / ROWS_FILE, "wb") as f:
         for row in sorted(run.rows, key=lambda r: (str(r["id"]), r["sample_index"])):
             f.write(encode(row))
+    if run.records:
+        with open(out / DYNAMIC_FILE, "wb") as f:
+            for rec in sorted(run.records, key=lambda r: str(r["id"])):
+                f.write(encode(rec))
     _export(config, out, run.rows)
     return out
 
@@ -157,6 +214,8 @@ def _export(config: dict[str, Any], out: Path, rows: list[dict[str, Any]]) -> No
 
 def summarize(run: Run, label: str | None = None) -> Summary:
     """Accuracy, its interval, pass@k for k = 1..K, cost and the checkpoint curve of one run."""
+    if run.config.get("method") == "dynamic":
+        return summarize_dynamic(run, label)
     by_problem: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in run.rows:
         by_problem[r["id"]].append(r)
@@ -182,6 +241,100 @@ def summarize(run: Run, label: str | None = None) -> Summary:
         grader_errors=sum(bool(r.get("grader_error")) for r in run.rows),
         unfinished=sum(r.get("finished") is False for r in run.rows),
         shards_missing=run.shards_missing, checkpoint_curve=checkpoint_curve(run.rows))
+
+
+def summarize_dynamic(run: Run, label: str | None = None) -> Summary:
+    """A dynamic run per problem: the vote's accuracy over recorded problems, tokens and seconds of
+    their k chains, where problems ended; no pass@k or maj@k (problems have different k)."""
+    rows = {(str(r["id"]), r["sample_index"]): r for r in run.rows}
+    started = {str(r["id"]) for r in run.rows}
+    outcomes = [_problem(rec, rows) for rec in run.records]
+    graded = [o for o in outcomes if o["correct"] is not None]
+    correct = sum(bool(o["correct"]) for o in graded)
+    used = [r for rec in run.records for j in range(rec["k"]) if (r := rows.get((str(rec["id"]), j)))]
+    attributed = bool(outcomes) and all(o["chain_seconds"] is not None for o in outcomes)
+    cfg, sampler = run.config, run.config.get("sampler") or {}
+    dyn = Dynamic(
+        controller=str(sampler.get("controller", "?")),
+        budget={k: sampler[k] for k in ("k_min", "k_step", "k_max") if k in sampler},
+        recorded=len(run.records), started=len(started | {str(rec["id"]) for rec in run.records}),
+        chains=_mean(rec["k"] for rec in run.records),
+        ended_at=dict(sorted(Counter(rec["k"] for rec in run.records).items())),
+        seconds_per_chain_attributed=attributed)
+    return Summary(
+        label=label or "dynamic", task=cfg.get("task", "?"), model=cfg.get("model", "?"), method="dynamic",
+        dirs=[str(d) for d in run.dirs], problems=len(run.records),
+        samples_per_problem=min((rec["k"] for rec in run.records), default=0), rows=len(run.rows),
+        graded=len(graded), correct=correct, accuracy=correct / len(graded) if graded else None,
+        ci95=wilson(correct, len(graded)) if graded else None, pass_at_k={}, maj_at_k={},
+        tokens_per_problem=_mean(rec["tokens"] for rec in run.records),
+        tokens_per_sample=_mean(r.get("tokens_generated", 0) for r in used),
+        seconds_per_problem=_mean(o["chain_seconds"] if attributed else o["seconds"] for o in outcomes),
+        grader_errors=sum(bool(r.get("grader_error")) for r in used),
+        unfinished=sum(r.get("finished") is False for r in used), shards_missing=run.shards_missing, dynamic=dyn)
+
+
+def _problem(record: dict[str, Any], rows: dict[tuple[str, int], dict[str, Any]]) -> dict[str, Any]:
+    """One recorded problem: its vote's verdict (None while the chosen chain's row is missing or
+    ungraded), and its seconds: the k chains' own seconds summed (None unless all have them), and the
+    batch wall time per problem its rows carry (their mean, as for a fixed run)."""
+    chains = [rows.get((str(record["id"]), j)) for j in range(record["k"])]
+    chosen = rows.get((str(record["id"]), record["chosen"]))
+    own = [chain_seconds(r) if r else None for r in chains]
+    return {"correct": None if chosen is None else chosen.get("correct"),
+            "chain_seconds": sum(own) if own and None not in own else None,
+            "seconds": _mean(r.get("seconds", 0.0) for r in chains if r)}
+
+
+def compare_with_fixed(dyn: Run, dyn_summary: Summary, fixed: Run, fixed_label: str) -> None:
+    """Fill `dyn_summary.dynamic.versus`: on the problems both runs hold (recorded in the dynamic run,
+    every chain graded in the fixed one), fixed k = 1..K (the vote over the fixed run's first k
+    chains, their tokens and own seconds summed) beside the dynamic run's figures."""
+    from ..dynamic.vote import equivalence, majority
+    from ..tasks import get_task
+
+    try:
+        same = equivalence(get_task(dyn.config.get("task", "?"), **(dyn.config.get("task_options") or {})))
+    except PowerSampleError:  # a task this version does not know: no vote to replay
+        return
+    by_problem: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in fixed.rows:
+        by_problem[str(r["id"])].append(r)
+    rows = {(str(r["id"]), r["sample_index"]): r for r in dyn.rows}
+    records = [rec for rec in dyn.records if str(rec["id"]) in by_problem
+               and all(r.get("correct") is not None for r in by_problem[str(rec["id"])])]
+    outcomes = [_problem(rec, rows) for rec in records]
+    keep = [(rec, o) for rec, o in zip(records, outcomes, strict=True) if o["correct"] is not None]
+    if not keep:
+        return
+    chains = [sorted(by_problem[str(rec["id"])], key=lambda r: r["sample_index"]) for rec, _ in keep]
+    lines = []
+    for k in range(1, min(len(c) for c in chains) + 1):
+        hits, tokens, secs = [], [], []
+        for c in chains:
+            first = c[:k]
+            chosen = majority([r.get("extracted") for r in first], [r["logp"] for r in first], same)
+            hits.append(bool(first[chosen]["correct"]))
+            tokens.append(sum(r.get("tokens_generated", 0) for r in first))
+            secs.append([chain_seconds(r) for r in first])
+        own = None if any(None in s for s in secs) else _mean(sum(s) for s in secs)
+        lines.append((f"fixed k={k}", _mean(hits), _mean(tokens), own, float(k)))
+    own = [o["chain_seconds"] for _, o in keep]
+    lines.append((f"{dyn_summary.label} ({dyn_summary.dynamic.controller})", _mean(bool(o["correct"]) for _, o in keep),
+                  _mean(rec["tokens"] for rec, _ in keep), None if None in own else _mean(own),
+                  _mean(rec["k"] for rec, _ in keep)))
+    dyn_summary.dynamic.versus, dyn_summary.dynamic.versus_run = lines, fixed_label
+    dyn_summary.dynamic.versus_problems = len(keep)
+
+
+def same_settings(dyn: dict[str, Any], fixed: dict[str, Any]) -> bool:
+    """A fixed-k power run that a dynamic run can be compared with: same task, data, model, seed and
+    sampler settings (less the dynamic ones); `limit` may differ (the common problems are compared)."""
+    keys = ("task", "task_options", "data_sha256", "task_version", "model", "chat", "dtype", "seed")
+    if fixed.get("method") != "power" or any(dyn.get(k) != fixed.get(k) for k in keys):
+        return False
+    d = {k: v for k, v in (dyn.get("sampler") or {}).items() if k not in DYNAMIC_SETTINGS}
+    return d == (fixed.get("sampler") or {})
 
 
 def majority_at_k(run: Run, k_max: int) -> dict[int, float]:
@@ -237,6 +390,8 @@ def labels(runs: Sequence[Run]) -> list[str]:
     for r, u in zip(runs, used, strict=True):
         parts = [r.config.get("method", "?")]
         for k in varying:
+            if k == "samples_per_problem" and r.config.get("method") == "dynamic":
+                continue  # (the controller chooses a dynamic run's chains)
             if k in sampler_keys:
                 if k not in u:
                     continue
@@ -286,7 +441,16 @@ def _changed(v: Any) -> Any:
 def report(dirs: Sequence[str | Path]) -> list[Summary]:
     """Summaries of the runs in `dirs` (shards merged), labelled so they can be told apart."""
     runs = load_runs(dirs)
-    return [summarize(r, lab) for r, lab in zip(runs, labels(runs), strict=True)]
+    labs = labels(runs)
+    summaries = [summarize(r, lab) for r, lab in zip(runs, labs, strict=True)]
+    for run, s in zip(runs, summaries, strict=True):
+        if s.dynamic is None:
+            continue
+        fixed = next(((f, lab) for f, lab in zip(runs, labs, strict=True) if same_settings(run.config, f.config)),
+                     None)
+        if fixed is not None:
+            compare_with_fixed(run, s, *fixed)
+    return summaries
 
 
 def format_table(summaries: Sequence[Summary]) -> str:
@@ -299,7 +463,8 @@ def format_table(summaries: Sequence[Summary]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summaries:
         acc = "—" if s.accuracy is None else f"{s.accuracy:.3f} [{s.ci95[0]:.3f}, {s.ci95[1]:.3f}]"
-        cells = [s.label, s.task, str(s.problems), str(s.samples_per_problem), acc,
+        samples = str(s.samples_per_problem) if s.dynamic is None else f"{s.dynamic.chains:.2f} (mean)"
+        cells = [s.label, s.task, str(s.problems), samples, acc,
                  *[f"{s.pass_at_k[k]:.3f}" if k in s.pass_at_k else "" for k in ks],
                  *[f"{s.maj_at_k[k]:.3f}" if k in s.maj_at_k else "" for k in majs],
                  f"{s.tokens_per_problem:.0f}", f"{s.seconds_per_problem:.2f}", str(s.grader_errors),
@@ -307,7 +472,32 @@ def format_table(summaries: Sequence[Summary]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     notes = [f"- {s.label}: shards {s.shards_missing} of the split are missing: partial results"
              for s in summaries if s.shards_missing]
-    return "\n".join(lines + ([""] + notes if notes else []))
+    notes += [_dynamic_note(s) for s in summaries if s.dynamic is not None]
+    out = lines + ([""] + notes if notes else [])
+    for s in summaries:
+        if s.dynamic is not None and s.dynamic.versus:
+            out += ["", f"{s.label} vs {s.dynamic.versus_run} on the {s.dynamic.versus_problems} problems both hold "
+                    "(fixed k: the vote over its first k chains):", "",
+                    "| run | accuracy | tokens/problem | s/problem (chains' own) | chains |", "|---|---|---|---|---|"]
+            out += [f"| {name} | {acc:.3f} | {tok:.0f} | {'—' if sec is None else f'{sec:.2f}'} | {k:.2f} |"
+                    for name, acc, tok, sec, k in s.dynamic.versus]
+            if all(sec is None for *_, sec, _ in s.dynamic.versus):
+                out.append("(no per-chain seconds in these rows: s/problem not compared)")
+    return "\n".join(out)
+
+
+def _dynamic_note(s: Summary) -> str:
+    d = s.dynamic
+    budget = f"k_min={d.budget.get('k_min')} +{d.budget.get('k_step')} up to k_max={d.budget.get('k_max')}"
+    ended = ", ".join(f"k={k}: {n}" for k, n in d.ended_at.items()) or "none yet"
+    left = d.started - d.recorded
+    return (f"- {s.label}: a dynamic run, per problem (its chains' vote, dynamic.jsonl): controller {d.controller}, "
+            f"budget {budget}; problems ending with k chains: {ended}; mean {d.chains:.2f} chains and "
+            f"{s.tokens_per_problem:.0f} tokens per problem; s/problem is "
+            + ("the chains' own seconds summed" if d.seconds_per_chain_attributed
+               else "the batch's wall time per problem")
+            + "; pass@k and maj@k not shown (problems have different k)"
+            + (f"; unfinished: {d.recorded} problems recorded, {left} more started (resume the run)" if left else ""))
 
 
 def write_report(summaries: Sequence[Summary], out_dir: str | Path) -> list[Path]:
