@@ -41,7 +41,14 @@ log = logging.getLogger(__name__)
 # settings that tell runs apart in labels, in this order (the sampler's settings come after the model)
 LABEL_FIELDS = ("task", "model", "chat", "samples_per_problem", "seed", "limit", "data_sha256", "task_options")
 DYNAMIC_FILE = "dynamic.jsonl"  # dynamic/live.py's PROBLEMS_FILE: one record per problem of a dynamic run
-DYNAMIC_SETTINGS = ("controller", "k_min", "k_step", "k_max")  # what a dynamic run adds to power's settings
+def _dynamic_settings() -> set[str]:
+    """What a dynamic run adds to power's settings (controller, budget, when to ask)."""
+    from dataclasses import fields
+
+    from ..dynamic.live import DynamicParams
+    from ..samplers.params import PowerParams
+
+    return {f.name for f in fields(DynamicParams)} - {f.name for f in fields(PowerParams)}
 
 
 @dataclass
@@ -333,7 +340,7 @@ def same_settings(dyn: dict[str, Any], fixed: dict[str, Any]) -> bool:
     keys = ("task", "task_options", "data_sha256", "task_version", "model", "chat", "dtype", "seed")
     if fixed.get("method") != "power" or any(dyn.get(k) != fixed.get(k) for k in keys):
         return False
-    d = {k: v for k, v in (dyn.get("sampler") or {}).items() if k not in DYNAMIC_SETTINGS}
+    d = {k: v for k, v in (dyn.get("sampler") or {}).items() if k not in _dynamic_settings()}
     return d == (fixed.get("sampler") or {})
 
 
