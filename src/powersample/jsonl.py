@@ -97,7 +97,9 @@ def result_row(result, id: str, text: str | None) -> dict[str, Any]:
         "acceptance_rate": result.acceptance_rate, "stats": result.stats,
         "checkpoints": [{"block": cp.block, "tokens": len(cp.token_ids), "tokens_generated": cp.tokens_generated,
                          "logp": cp.logp, "acceptance_rate": cp.acceptance_rate, "mean_entropy": cp.mean_entropy,
-                         "mean_top1": cp.mean_top1, "seconds": cp.seconds} for cp in result.checkpoints],
+                         "mean_top1": cp.mean_top1, "seconds": cp.seconds, "hidden": cp.hidden}
+                        for cp in result.checkpoints],
+        "prompt_hidden": result.prompt_hidden, "hidden_projection": result.hidden_projection,
     }
 
 

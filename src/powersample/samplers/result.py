@@ -18,6 +18,9 @@ class Checkpoint:
     mean_entropy: float  # mean base-model entropy (nats) over the completion's tokens when drawn
     mean_top1: float  # mean base-model top-1 probability over the completion's tokens when drawn
     seconds: float  # wall time since the batch started
+    # H: the final-layer hidden state that drew the completion's last token, projected (track.Projection) and
+    # rounded to 4 significant digits; None where the engine has no hidden states or hidden_dims = 0
+    hidden: list[float] | None = None
 
 
 @dataclass
@@ -36,6 +39,10 @@ class Result:
     acceptance_rate: float | None = None  # MH only: accepted / proposed
     stats: dict[str, Any] = field(default_factory=dict)  # method-specific (ESS, resamples, candidates...)
     checkpoints: list[Checkpoint] = field(default_factory=list)
+    # Q: the mean final-layer hidden state over the prompt, projected as the checkpoints' `hidden`, and the
+    # projection ({"size": d, "dims": m, "seed"}); None without hidden states (MH power sampling logs them)
+    prompt_hidden: list[float] | None = None
+    hidden_projection: dict | None = None
 
     def to_dict(self, checkpoints: bool = True) -> dict[str, Any]:
         d = asdict(self)
