@@ -137,3 +137,45 @@ def test_hidden_controllers_refuse_logs_without_their_hidden_states(tmp_path):
         replay(other, c, Budget(), same)
     with pytest.raises(PowerSampleError, match="holds a mlp-h controller, not mlp-hq"):
         make_controller(f"mlp-hq:{path}")
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_resumed_chain_logs_the_hidden_state_it_saved():
+    """Chains stopped at a block boundary and resumed from their saved states (samplers/scheduler.py) log
+    the H of the uninterrupted run, also where the next blocks draw no new last token (a chain ending with
+    EOS, stop_at_eos off, whose proposals are all rejected): the saved state carries it."""
+    from conftest import tiny_llama
+
+    from powersample.engine.hf import HFEngine
+    from powersample.samplers.params import PowerParams
+    from powersample.samplers.power import suffix_log_ratio
+    from powersample.samplers.scheduler import ChainState, run_chains
+
+    model = tiny_llama(seed=2, eos_bias=4.0)  # chains end with EOS early
+    params = PowerParams(alpha=4.0, mcmc_steps=0, max_new_tokens=12, block_size=3, stop_at_eos=False, hidden_dims=8)
+    prompts, seeds = [[0, 5, 9], [0, 7]], [3, 4]
+
+    def run(**kw):
+        return run_chains(HFEngine(model), prompts, seeds, params, suffix_log_ratio, num_samples=2, **kw)
+
+    full = run()
+    saved, done = {}, []
+
+    def on_block(chain, state):
+        saved[chain] = ChainState.from_dict(json.loads(json.dumps(state.to_dict())))
+        if len(saved) == 4 and min(s.block for s in saved.values()) >= 2:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        run(on_block=on_block, on_result=lambda r: done.append((r.prompt_index, r.sample_index)))
+    resume = {c: s for c, s in saved.items() if c not in done}
+    assert any(s.ends_with_eos for s in resume.values()) and all(s.hidden is not None for s in resume.values())
+    again = run(resume=resume)
+    assert [r.token_ids for r in again] == [r.token_ids for r in full]
+    for a, b in zip(again, full, strict=True):
+        np.testing.assert_allclose(a.prompt_hidden, b.prompt_hidden, rtol=2e-3, atol=1e-5)
+        for x, y in zip(a.checkpoints, b.checkpoints, strict=True):
+            np.testing.assert_allclose(x.hidden, y.hidden, rtol=2e-3, atol=1e-5)
