@@ -415,7 +415,7 @@ class Engine(ABC):
         for name in ("logp", "logq", "entropy", "top1"):
             setattr(ext, name, getattr(ext, name)[:, : ext.tokens.shape[1]])
         if want_hidden:
-            ext.hidden = (torch.stack(hidden, 1) if hidden else torch.zeros(rows, 0, self.hidden_size))[
+            ext.hidden = (torch.stack(hidden, 1) if hidden else torch.zeros(rows, 0, self.hidden_size, device=self.device))[
                 :, : ext.tokens.shape[1]]
         return ext
 

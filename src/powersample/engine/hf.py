@@ -218,7 +218,8 @@ class HFEngine(Engine):
             cache = out[self._cache_arg]
             if hidden is not None:  # prompt positions only (the padded tails are past every row's prompt)
                 prompt = live & (ar[None, :] < seqs.prompt_lengths[:, None])
-                seqs.q_sum = (hidden.float() * prompt[..., None]).sum(1)
+                # a (rows, 1, width) @ (rows, width, d) product: no float copy of every position's state
+                seqs.q_sum = (prompt.to(hidden.dtype)[:, None, :] @ hidden).squeeze(1).float()
                 seqs.q_n = prompt.sum(1)
         _check_cache(cache)
         seqs.cache, seqs.pos, seqs.live = cache, pos, live
