@@ -309,3 +309,57 @@ def test_toy_table_names_a_prefix_it_lacks():
     assert toy.topk(seqs, 3)[0][0, 2] == 2  # probability 0 ranks last
     with pytest.raises(PowerSampleError, match=r"no entry for prefix \[0, 2, 0\]"):
         toy.extend(seqs, torch.tensor(2), Proposal(temperature=0.0))
+
+
+def _states(model, ids: list[int]) -> torch.Tensor:
+    """The final-layer hidden states of one plain full forward pass over `ids` (len, d)."""
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states[-1][0].float()
+
+
+def _check_hidden(eng, prefix: list[int], ext, r: int) -> None:
+    """Row r's new tokens' hidden states are those of the positions that drew them: prefix[-1], then each token."""
+    n = int(ext.lengths[r])
+    ref = _states(eng.model, prefix + ext.row(r))
+    torch.testing.assert_close(ext.hidden[r, :n], ref[len(prefix) - 1: len(prefix) - 1 + n], atol=1e-5, rtol=1e-5)
+
+
+def _check_q(eng, seqs, r: int) -> None:
+    p = int(seqs.prompt_lengths[r])
+    torch.testing.assert_close(eng.prompt_hidden(seqs)[r], _states(eng.model, _row(seqs, r)[:p]).mean(0),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_hidden_states_are_those_of_a_plain_forward_pass(engine):
+    """H (each drawn token's final-layer state, at the position whose distribution drew it) and Q (the mean
+    over the prompt) as a plain full forward pass gives them: ragged prompts, an MH cut accepted, one rejected
+    (its old states back), a row joining mid-run. A backend without hidden states says so and returns None."""
+    eng, _ = engine
+    seqs = eng.start(PROMPTS, seeds=[5, 6, 7, 8])
+    if not eng.supports_hidden:
+        ext = eng.extend(seqs, torch.tensor(3), Q, hidden=True)
+        assert ext.hidden is None and eng.prompt_hidden(seqs) is None
+        return
+    assert eng.prompt_hidden(seqs) is None  # no forward pass has run yet
+    before = [_row(seqs, r) for r in range(4)]
+    ext = eng.extend(seqs, torch.tensor(4), Q, hidden=True)
+    assert ext.hidden.shape == (4, ext.tokens.shape[1], eng.hidden_size)
+    for r in range(4):
+        _check_hidden(eng, before[r], ext, r)
+        _check_q(eng, seqs, r)
+    assert eng.extend(seqs, torch.tensor(1), Q).hidden is None  # only when asked
+    old = [_row(seqs, r) for r in range(4)]
+    keep = torch.tensor([len(PROMPTS[0]), len(PROMPTS[1]) + 2, -1, len(PROMPTS[3]) + 1])  # row 0: to its prompt
+    ext = eng.extend(seqs, torch.tensor([3, 3, 0, 3]), Q, keep=keep, hidden=True)
+    for r in (0, 1, 3):
+        _check_hidden(eng, old[r][: int(keep[r])], ext, r)
+    eng.settle(seqs, torch.tensor([True, False, False, True]))  # rows 1 (rejected) and 3 (accepted)
+    eng.join(seqs, torch.tensor([2]), [[0, 9, 9, 4, 3]], [42])  # a fresh prompt, mid-run
+    before = [_row(seqs, r) for r in range(4)]
+    assert before[1] == old[1]
+    ext = eng.extend(seqs, torch.tensor(3), Q, hidden=True)
+    for r in range(4):
+        _check_hidden(eng, before[r], ext, r)
+        _check_q(eng, seqs, r)
+    seqs = eng.shrink(seqs, torch.tensor([2, 0]))
+    _check_q(eng, seqs, 0)

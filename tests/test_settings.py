@@ -112,7 +112,7 @@ def test_an_option_reaches_the_method_the_same_way(tmp_path, monkeypatch, capsys
 
 def test_eval_config_records_every_setting_and_a_spelled_out_default_matches():
     cfg = EvalConfig(task="gym", model="m", out="x", sampler={"max_new_tokens": 64})
-    assert cfg.sampler == {"alpha": 4.0, "block_size": 4, "max_new_tokens": 64, "mcmc_steps": 10,
+    assert cfg.sampler == {"alpha": 4.0, "block_size": 4, "hidden_dims": 32, "max_new_tokens": 64, "mcmc_steps": 10,
                            "stop_at_eos": True, "temperature": None, "top_k": 0, "top_p": 1.0}
     assert EvalConfig(task="gym", model="m", out="x", sampler={"max_new_tokens": 64, "alpha": 4.0}) == cfg
     assert EvalConfig.from_dict(cfg.to_dict()) == cfg

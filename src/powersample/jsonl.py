@@ -98,7 +98,8 @@ def result_row(result, id: str, text: str | None) -> dict[str, Any]:
         "checkpoints": [{"block": cp.block, "tokens": len(cp.token_ids), "tokens_generated": cp.tokens_generated,
                          "logp": cp.logp, "acceptance_rate": cp.acceptance_rate, "mean_entropy": cp.mean_entropy,
                          "mean_top1": cp.mean_top1, "seconds": cp.seconds, "ended": cp.ended,
-                         "chain_seconds": cp.chain_seconds} for cp in result.checkpoints],
+                         "chain_seconds": cp.chain_seconds, "hidden": cp.hidden} for cp in result.checkpoints],
+        "prompt_hidden": result.prompt_hidden, "hidden_projection": result.hidden_projection,
     }
 
 

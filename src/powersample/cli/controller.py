@@ -21,7 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t = sub.add_parser("train", help="learn a gbdt or mlp controller from fixed-k_max runs")
     t.add_argument("runs", nargs="+", metavar="RUN_DIR")
     t.add_argument("-o", "--out", required=True, help="the controller file to write (.skops)")
-    t.add_argument("--model", default="gbdt", choices=("gbdt", "mlp"))
+    t.add_argument("--model", default="gbdt", choices=("gbdt", "mlp", "mlp-h", "mlp-hq"),
+                   help="mlp-h / mlp-hq add the chains' hidden states H (and the prompt's Q): a log with them")
     t.add_argument("--target", type=float, default=0.01,
                    help="largest accuracy loss vs fixed k_max allowed when choosing the threshold (0.01 = 1 point)")
     t.add_argument("--folds", type=int, default=5, help="GroupKFold folds (grouped by problem)")

@@ -7,7 +7,9 @@ One registry, spec strings NAME[:ARG]:
     beta[:C]         Adaptive-Consistency: enough when P = 1 - I_0.5(a+1, b+1) >= C (default 0.95),
                      a, b the votes of the top two answers
     gbdt:FILE.skops  a learned controller (controller train --model gbdt): enough when P(the current
-    mlp:FILE.skops   majority is the final one) >= the file's threshold (or :FILE@THRESHOLD)
+    mlp:FILE.skops   majority is the final one) >= the file's threshold (or :FILE@THRESHOLD);
+    mlp-h:FILE       mlp-h / mlp-hq also read the hidden states H (and Q) of the chains (features.py)
+    mlp-hq:FILE
     oracle           reports only: enough as soon as the current majority is the final k_max answer
 """
 
@@ -89,7 +91,14 @@ class Learned(Controller):
         self._cache: dict[tuple, float] = {}
 
     def probability(self, state: ProblemState, same: Same) -> float:
-        x = features(state, same)
+        projection = self.model.projection
+        if projection is not None:  # H and Q must be what it was trained on: the same projection
+            found = {c.projection for c in state.chains}
+            if found != {projection}:
+                what = "no hidden states" if None in found else f"hidden states of projection {sorted(found)}"
+                raise PowerSampleError(f"{self.spec} was trained on hidden states of projection (size, dims, seed) "
+                                       f"= {projection}; these chains have {what}", "controller", self.spec)
+        x = features(state, same, self.model.hidden)
         key = tuple(x)
         if key not in self._cache:
             self._cache[key] = float(self.model.estimator.predict_proba([x])[0, 1])
@@ -141,6 +150,8 @@ CONTROLLERS.register("agreement", _no_arg(Agreement))
 CONTROLLERS.register("beta", _beta)
 CONTROLLERS.register("gbdt", _learned("gbdt"))
 CONTROLLERS.register("mlp", _learned("mlp"))
+CONTROLLERS.register("mlp-h", _learned("mlp-h"))
+CONTROLLERS.register("mlp-hq", _learned("mlp-hq"))
 CONTROLLERS.register("oracle", _no_arg(Oracle))
 
 

@@ -4,8 +4,10 @@ A `ProblemState` is the list of the problem's chains' current states (chains add
 earlier block), the checkpoint index and the limits. `features(state)` turns it into the fixed vector
 below (FEATURES names it; a saved controller records it and refuses another). Everything comes from
 the rows' checkpoints, so no extra forward pass: per chain, log p, tokens, acceptance, mean entropy
-and top-1 of p; per problem, the vote. Missing from the checkpoints today (docs/dynamic.md): the
-hidden state H and prompt embedding Q of the MLP-H/HQ controllers, and per-chain seconds.
+and top-1 of p; per problem, the vote. The MLP-H/HQ controllers add hidden states (`hidden="h"` or
+"hq"): H = the mean over the problem's chains of each one's projected hidden state at the checkpoint
+(h0..h{m-1}), and Q = the prompt's projected mean hidden state (q0..q{m-1}), from rows logged with
+them (samplers/track.py: Projection). Missing from the checkpoints today: per-chain seconds.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
+from ..errors import PowerSampleError
 from .log import ChainState
 from .vote import Same, vote_counts
 
@@ -34,6 +37,13 @@ FEATURES = (
     "mean_acceptance",
     "mean_tokens",  # completion length
 )
+HIDDEN_SETS = ("", "h", "hq")  # scalar features only; + H; + H and Q
+
+
+def feature_names(hidden: str = "", dims: int = 0) -> tuple[str, ...]:
+    """FEATURES, then h0..h{dims-1} with "h" in `hidden`, then q0..q{dims-1} with "q"."""
+    return (FEATURES + tuple(f"h{i}" for i in range(dims if "h" in hidden else 0))
+            + tuple(f"q{i}" for i in range(dims if "q" in hidden else 0)))
 
 
 @dataclass(frozen=True)
@@ -60,7 +70,25 @@ def beta_p(a: int, b: int) -> float:
     return float(1.0 - betainc(a + 1, b + 1, 0.5))
 
 
-def features(state: ProblemState, same: Same) -> list[float]:
+def features(state: ProblemState, same: Same, hidden: str = "") -> list[float]:
+    """The scalar features (FEATURES), then H and Q where `hidden` says so ("h", "hq"): feature_names."""
+    return _scalar(state, same) + (_hidden(state, hidden) if hidden else [])
+
+
+def _hidden(state: ProblemState, which: str) -> list[float]:
+    cs = state.chains
+    if any(c.projection is None or c.hidden is None or c.prompt_hidden is None for c in cs):
+        raise PowerSampleError("these chains have no hidden states (H, Q): a controller on hidden states needs "
+                               "rows logged by MH power sampling with hidden_dims > 0 on an engine that has them "
+                               "(transformers)", "hidden")
+    if len({c.projection for c in cs}) > 1:
+        raise PowerSampleError(f"chains of one problem logged with different projections ({cs[0].projection} and "
+                               "others)", "hidden")
+    h = [statistics.fmean(x) for x in zip(*(c.hidden for c in cs), strict=True)]
+    return h + (list(cs[0].prompt_hidden) if "q" in which else [])
+
+
+def _scalar(state: ProblemState, same: Same) -> list[float]:
     cs = state.chains
     counts = vote_counts([c.answer for c in cs], [c.logp for c in cs], same)
     a = counts[0][0] if counts else 0

@@ -38,7 +38,7 @@ from ..samplers.result import Checkpoint, Result
 from ..samplers.scheduler import run_chains
 from .controllers import Oracle, make_controller
 from .features import ProblemState
-from .log import ChainState
+from .log import ChainState, hidden_fields
 from .replay import Budget, decide
 from .vote import majority
 
@@ -75,7 +75,8 @@ def chain_state(r: Result, answer: str | None) -> ChainState:
     """A finished chain as a controller sees it: as log.chain_from_row reads its row back."""
     last = r.checkpoints[-1] if r.checkpoints else None
     return ChainState(answer, None, r.logp, len(r.token_ids), r.tokens_generated, r.acceptance_rate,
-                      last.mean_entropy if last else None, last.mean_top1 if last else None, True)
+                      last.mean_entropy if last else None, last.mean_top1 if last else None, True,
+                      **hidden_fields(last.hidden if last else None, r.prompt_hidden, r.hidden_projection))
 
 
 def row_states(row: dict, extract: Callable[[str], str | None]) -> list[ChainState]:

@@ -5,6 +5,9 @@ generated, acceptance, mean entropy and top-1 of p, and the running answer with 
 that ended with EOS at block f has f checkpoints and stays as it was after f. The chain's last state
 is the row itself (its graded final answer), so a vote over finished chains is a vote over the run's
 graded answers.
+
+Rows of a run logged with hidden states (docs/format.md) also give each state the chain's projected
+hidden state H at that checkpoint, the prompt's Q and the projection they share (the MLP-H/HQ features).
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ class ChainState:
     mean_entropy: float | None  # of p's next-token distributions over the completion's tokens
     mean_top1: float | None
     done: bool  # the chain has run its last block (EOS or max_new_tokens)
+    hidden: tuple[float, ...] | None = None  # H: the projected hidden state of the completion's last token
+    prompt_hidden: tuple[float, ...] | None = None  # Q: the projected mean hidden state over the prompt
+    projection: tuple[int, int, int] | None = None  # (hidden size d, dims m, seed) of H and Q; None: not logged
 
 
 @dataclass(frozen=True)
@@ -54,17 +60,28 @@ class LoggedProblem:
     chains: tuple[Chain, ...]  # by sample index
 
 
+def hidden_fields(hidden, prompt_hidden, projection: dict | None) -> dict:
+    """The hidden-state fields of a ChainState from a row's or a Result's (None where not logged)."""
+    if not projection:
+        return {}
+    return {"hidden": tuple(hidden) if hidden is not None else None,
+            "prompt_hidden": tuple(prompt_hidden) if prompt_hidden is not None else None,
+            "projection": (projection["size"], projection["dims"], projection["seed"])}
+
+
 def chain_from_row(row: dict) -> Chain:
     cps = row.get("checkpoints") or []
+    q, proj = row.get("prompt_hidden"), row.get("hidden_projection")
     states = [ChainState(cp.get("answer"), cp.get("correct"), cp["logp"], cp["tokens"], cp["tokens_generated"],
                          cp.get("acceptance_rate"), cp.get("mean_entropy"), cp.get("mean_top1"),
-                         bool(cp.get("ended", False)))  # (rows before `ended` was logged: only the last ends)
+                         bool(cp.get("ended", False)),  # (rows before `ended` was logged: only the last ends)
+                         **hidden_fields(cp.get("hidden"), q, proj))
               for cp in cps[:-1]]
     last = cps[-1] if cps else {}
     tokens = row["tokens"] if "tokens" in row else len(row["token_ids"])  # format 1 had `tokens`, 2 has the ids
     states.append(ChainState(row.get("extracted"), row.get("correct"), row["logp"], tokens,
                              row["tokens_generated"], row.get("acceptance_rate"), last.get("mean_entropy"),
-                             last.get("mean_top1"), True))
+                             last.get("mean_top1"), True, **hidden_fields(last.get("hidden"), q, proj)))
     return Chain(tuple(states))
 
 

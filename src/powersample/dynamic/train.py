@@ -9,6 +9,11 @@ first ones; the training states have all k chains at one block). Cross-validatio
 each problem gets probabilities from the model that did not see it, the held-out problems are then
 replayed for a grid of thresholds, and the cheapest threshold whose replayed accuracy is at most
 `target` below fixed k_max is kept. The final model is fitted on every row.
+
+Kinds: `gbdt` and `mlp` on the scalar features; `mlp-h` and `mlp-hq` (the DPS README's MLP-H / MLP-HQ)
+add the mean projected hidden state H of the chains and the prompt's Q (features.py), from a log with
+hidden states. The file records the feature names and the projection (hidden size d, dims m, seed), and
+a controller refuses states without hidden states or with another projection, in one line.
 """
 
 from __future__ import annotations
@@ -23,12 +28,13 @@ import numpy as np
 
 from ..errors import PowerSampleError, check
 from .controllers import Fixed, Learned
-from .features import FEATURES, ProblemState, features
+from .features import FEATURES, ProblemState, feature_names, features
 from .log import LoggedProblem
 from .replay import Budget, final_vote, replay_problem
 from .vote import Same, majority
 
-KINDS = ("gbdt", "mlp")
+KINDS = ("gbdt", "mlp", "mlp-h", "mlp-hq")
+HIDDEN = {"mlp-h": "h", "mlp-hq": "hq"}  # the hidden-state features each kind adds (features.py)
 MIN_PROBLEMS = 10
 THRESHOLDS = tuple(round(x, 3) for x in np.linspace(0.30, 0.99, 24))
 
@@ -42,6 +48,12 @@ class TrainedController:
     features: tuple[str, ...] = FEATURES
     versions: dict = field(default_factory=dict)
     cv: dict = field(default_factory=dict)
+    projection: tuple[int, int, int] | None = None  # (hidden size d, dims m, seed) of H/Q; None: scalar only
+
+    @property
+    def hidden(self) -> str:
+        """Which hidden-state features it reads: "", "h" or "hq"."""
+        return HIDDEN.get(self.kind, "")
 
 
 def estimator(kind: str):
@@ -50,7 +62,7 @@ def estimator(kind: str):
         from sklearn.ensemble import GradientBoostingClassifier
 
         return GradientBoostingClassifier(n_estimators=150, max_depth=3, learning_rate=0.05, random_state=0)
-    if kind == "mlp":
+    if kind in ("mlp", *HIDDEN):  # inputs standardized: log p sums, counts and hidden states differ in scale
         from sklearn.neural_network import MLPClassifier
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
@@ -60,8 +72,19 @@ def estimator(kind: str):
     raise PowerSampleError(f"unknown controller model {kind!r}; choose one of {', '.join(KINDS)}", "model", kind)
 
 
-def training_rows(problems: Sequence[LoggedProblem], budget: Budget, same: Same):
-    """(X, y, groups) as described in the module docstring."""
+def log_projection(problems: Sequence[LoggedProblem]) -> tuple[int, int, int]:
+    """The one projection of H and Q in a log (a one-line error if it has none, or several)."""
+    found = {s.projection for p in problems for c in p.chains for s in c.states}
+    if None in found:
+        raise PowerSampleError("this log has no hidden states (H, Q) for mlp-h / mlp-hq: log with --method power "
+                               "and hidden_dims > 0 on a transformers model", "hidden")
+    if len(found) > 1:
+        raise PowerSampleError(f"this log mixes hidden-state projections {sorted(found)}: one at a time", "hidden")
+    return found.pop()
+
+
+def training_rows(problems: Sequence[LoggedProblem], budget: Budget, same: Same, hidden: str = ""):
+    """(X, y, groups) as described in the module docstring; `hidden`: which hidden features (features.py)."""
     X, y, groups = [], [], []
     for g, p in enumerate(problems):
         finals = tuple(c.final for c in p.chains[:budget.k_max])
@@ -70,7 +93,7 @@ def training_rows(problems: Sequence[LoggedProblem], budget: Budget, same: Same)
             blocks = max(len(c.states) for c in p.chains[:k])
             for b in range(blocks if budget.decide == "end" else 1, blocks + 1):
                 state = ProblemState(tuple(c.at(b) for c in p.chains[:k]), b, budget.k_max)
-                x = features(state, same)
+                x = features(state, same, hidden)
                 answers = [c.answer for c in state.chains]
                 lead = majority(answers, [c.logp for c in state.chains], same)
                 X.append(x)
@@ -91,7 +114,10 @@ def train(problems: Sequence[LoggedProblem], same: Same, kind: str = "gbdt", bud
     check(len(problems[0].chains) >= budget.k_max, f"the log has {len(problems[0].chains)} chains per problem, "
           f"fewer than k_max={budget.k_max}", "budget", budget.k_max)
     base = estimator(kind)
-    X, y, groups = training_rows(problems, budget, same)
+    hidden = HIDDEN.get(kind, "")
+    projection = log_projection(problems) if hidden else None
+    names = feature_names(hidden, projection[1] if projection else 0)
+    X, y, groups = training_rows(problems, budget, same, hidden)
     check(0 < y.sum() < len(y), f"every training row is labelled {int(y[0])}: nothing to learn", "labels")
     folds = min(folds, len(problems))
     oof = np.zeros(len(y))
@@ -103,7 +129,8 @@ def train(problems: Sequence[LoggedProblem], same: Same, kind: str = "gbdt", bud
         oof[test_idx] = m.predict_proba(X[test_idx])[:, 1]
         if len(set(y[test_idx])) == 2:
             aucs.append(float(roc_auc_score(y[test_idx], oof[test_idx])))
-        model = Learned(TrainedController(kind, m, 0.5, (budget.k_min, budget.k_step, budget.k_max, budget.decide)))
+        model = Learned(TrainedController(kind, m, 0.5, (budget.k_min, budget.k_step, budget.k_max, budget.decide),
+                                          names, projection=projection))
         for g in set(groups[test_idx]):
             fold_models[int(g)] = model
     # replay each held-out problem with the model that did not see it, for every threshold
@@ -128,7 +155,7 @@ def train(problems: Sequence[LoggedProblem], same: Same, kind: str = "gbdt", bud
           "sweep": sweep}
     final = clone(base).fit(X, y)
     trained_for = (budget.k_min, budget.k_step, budget.k_max, budget.decide)
-    return TrainedController(kind, final, float(best["threshold"]), trained_for, FEATURES, _versions(), cv)
+    return TrainedController(kind, final, float(best["threshold"]), trained_for, names, _versions(), cv, projection)
 
 
 def _versions() -> dict:
@@ -154,7 +181,8 @@ def save_controller(c: TrainedController, path: str | Path) -> Path:
     sio = _skops()
     path = Path(path)
     payload = {"kind": c.kind, "estimator": c.estimator, "threshold": c.threshold, "budget": list(c.budget),
-               "features": list(c.features), "versions": c.versions, "cv": _plain(c.cv)}
+               "features": list(c.features), "versions": c.versions, "cv": _plain(c.cv),
+               "projection": list(c.projection) if c.projection else None}
     tmp = path.with_name(path.name + ".tmp")
     sio.dump(payload, tmp)
     tmp.replace(path)  # a crash never leaves half a file under the real name
@@ -182,12 +210,14 @@ def load_controller(path: str | Path) -> TrainedController:
     if not isinstance(d, dict) or "estimator" not in d or "features" not in d:
         raise PowerSampleError(f"{path} is not a controller file (no estimator or feature list)", "controller",
                                str(path))
-    if tuple(d["features"]) != FEATURES:
+    projection = tuple(d["projection"]) if d.get("projection") else None
+    expected = feature_names(HIDDEN.get(d.get("kind"), ""), projection[1] if projection else 0)
+    if tuple(d["features"]) != expected:
         raise PowerSampleError(f"{path} was trained on other features ({len(d['features'])}: "
                                f"{', '.join(d['features'][:3])}...) than this version computes; retrain it",
                                "controller", str(path))
     return TrainedController(d["kind"], d["estimator"], float(d["threshold"]), tuple(d["budget"]),
-                             tuple(d["features"]), d.get("versions", {}), d.get("cv", {}))
+                             tuple(d["features"]), d.get("versions", {}), d.get("cv", {}), projection)
 
 
 def _plain(o):

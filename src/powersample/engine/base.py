@@ -26,6 +26,16 @@ What a sampler may read of a `Sequences`: `tokens`, `lengths`, `prompt_lengths`,
 and `len()`. Everything else (`draws`, `pending`, a backend's caches) belongs to the engine. Of the
 engine: `eos_token_ids`, `max_length`, `device`, `tokenizer`, `encode`, `decode`, `is_eos`.
 
+Hidden states (optional: `supports_hidden`; the transformers backend has them, the toy engine and a
+future vLLM backend may not). A backend that has them hands back, with no extra forward pass:
+- `extend(..., hidden=True)`: `Extension.hidden[r, i]` is the final-layer hidden state at the input
+  position whose output distribution drew new token i (so the state that drew a completion's last token
+  is its hidden state H at a checkpoint). Only the call's own tokens: nothing per token is kept between
+  calls, and a sampler keeps what it needs (samplers/track.py keeps one state per row).
+- `prompt_hidden(seqs)`: per row, the mean final-layer hidden state over its prompt tokens (Q), complete
+  once the row has drawn its first token (the prompt's last token is fed by that forward pass).
+A backend without them says `supports_hidden = False`: `Extension.hidden` and `prompt_hidden` are None.
+
 Randomness: the r-th row's i-th token is drawn by inverse CDF from `rng.uniform(seeds[r], TOKEN_STREAM, i)`,
 so a row's tokens depend on its seed only, never on which other rows share its batch.
 
@@ -136,6 +146,9 @@ class Extension:
     top1: torch.Tensor  # (rows, n) float32, probability of the base model's most likely token there
     lengths: torch.Tensor  # (rows,) int64, tokens drawn per row
     eos: torch.Tensor  # (rows,) bool, the row's new tokens end with EOS
+    # (rows, n, d) float32, final-layer hidden state of the input position that drew each token; only with
+    # extend(hidden=True) on a backend that supports_hidden, else None
+    hidden: torch.Tensor | None = None
 
     def row(self, r: int) -> list[int]:
         """Row r's new token ids as a list (a host sync: for results, not inner loops)."""
@@ -172,10 +185,13 @@ class Engine(ABC):
     max_length: int | None  # the model's context, if known
     device: torch.device
     tokenizer = None  # a transformers tokenizer, or None when the model came with token ids only
+    supports_hidden: bool = False  # hands back hidden states (module doc); then `hidden_size` is their d
+    hidden_size: int | None = None
     sequences_class: type[Sequences] = Sequences  # a backend's Sequences subclass, if it keeps state per row
     # occupancy: row-slots fed to forward passes, and those that drew a token (a device tensor, no sync)
     slots_fed: int = 0
     slots_drawn: torch.Tensor | int = 0
+    _want_hidden: bool = False  # the extend in progress asked for hidden states
 
     # -- the contract: what samplers call ---------------------------------------------------------
 
@@ -212,12 +228,14 @@ class Engine(ABC):
 
     @torch.no_grad()
     def extend(self, seqs: Sequences, max_new: torch.Tensor | int, proposal: Proposal,
-               keep: torch.Tensor | None = None, first: torch.Tensor | None = None) -> Extension:
+               keep: torch.Tensor | None = None, first: torch.Tensor | None = None,
+               hidden: bool = False) -> Extension:
         """Append up to `max_new[r]` tokens to each row, stopping at EOS or the context; return what was drawn.
 
-        keep:  cut row r back to its first `keep[r]` tokens first; `settle` must follow. keep[r] = -1: row r
-               is not cut (it may have a proposal in flight from an earlier call, which goes on).
-        first: force row r's first new token to `first[r]` (-1: draw it); its log p/q are reported.
+        keep:   cut row r back to its first `keep[r]` tokens first; `settle` must follow. keep[r] = -1: row r
+                is not cut (it may have a proposal in flight from an earlier call, which goes on).
+        first:  force row r's first new token to `first[r]` (-1: draw it); its log p/q are reported.
+        hidden: also return each token's hidden state (`Extension.hidden`), if the backend supports_hidden.
         """
         rows = len(seqs)
         max_new = torch.as_tensor(max_new, device=self.device).long().expand(rows).clone()
@@ -244,7 +262,13 @@ class Engine(ABC):
         self._reserve(seqs, int(max_new.max()))
         if first is not None:
             first = torch.as_tensor(first, device=self.device).long().expand(rows)
+        self._want_hidden = hidden and self.supports_hidden
         return self._extend(seqs, max_new, proposal, first)
+
+    def prompt_hidden(self, seqs: Sequences) -> torch.Tensor | None:
+        """(rows, d) float32: each row's mean final-layer hidden state over its prompt (Q), or None where the
+        backend has no hidden states. Complete once the row has drawn a token (module doc)."""
+        return None
 
     def settle(self, seqs: Sequences, accept: torch.Tensor, rows: torch.Tensor | None = None) -> None:
         """Resolve the proposals in flight (of `rows` only, a bool mask, if given): accept[r] keeps the new
@@ -351,15 +375,20 @@ class Engine(ABC):
         """The token loop of a backend that runs one forward pass per token.
 
         `next_logits(seqs, active)` returns each row's next-token logits (rows, vocab) given its current
-        tokens, and takes note that the rows in `active` will be advanced by one token.
+        tokens and the final-layer hidden state (rows, d) at the position fed (None without hidden states),
+        and takes note that the rows in `active` will be advanced by one token.
         Checks for "all rows done" every `sync_every` steps (each check is a host sync on a GPU).
         """
         rows = len(seqs)
         steps = int(max_new.max())
         ext = _empty_extension(rows, steps, self.device)
+        want_hidden = self._want_hidden
+        hidden = []  # one (rows, d) state per step
         active = max_new > 0
         for t in range(steps):
-            logits = next_logits(seqs, active)  # (rows, vocab)
+            logits, h = next_logits(seqs, active)  # (rows, vocab), (rows, d) or None
+            if want_hidden:
+                hidden.append(torch.where(active[:, None], h.float(), 0.0))
             self.slots_fed += rows
             self.slots_drawn = self.slots_drawn + active.sum()
             logp_all = torch.log_softmax(logits, dim=-1)
@@ -385,6 +414,9 @@ class Engine(ABC):
         ext.tokens = ext.tokens[:, : int(ext.lengths.max()) if rows else 0]
         for name in ("logp", "logq", "entropy", "top1"):
             setattr(ext, name, getattr(ext, name)[:, : ext.tokens.shape[1]])
+        if want_hidden:
+            ext.hidden = (torch.stack(hidden, 1) if hidden else torch.zeros(rows, 0, self.hidden_size, device=self.device))[
+                :, : ext.tokens.shape[1]]
         return ext
 
     def occupancy(self) -> float:

@@ -11,6 +11,13 @@ makes one of the two live. A row that `join`s gets its prompt computed on its ow
 new columns, its old slots dead. Holes are squeezed out by `_compact` once they are worth a copy.
 The cache always holds every token of a row but the last, which is fed on the next forward: its
 logits give the next token's distribution, so no full-vocabulary logits are ever kept between calls.
+
+Hidden states (engine/base.py): a forward hook on `model.get_decoder()` reads the decoder's
+`last_hidden_state` (the final-layer state after the last norm, what the LM head reads) of every
+forward pass that runs anyway: the fed position's state per decode step (H), and a running per-row
+sum over the prompt's positions (Q), filled by the prefill and, for the prompt's last token, by the
+first decode step. Prefill keeps `logits_to_keep=1`: the decoder computes every position's state
+anyway; only the LM head is skipped.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ class HFSequences(Sequences):
     live: torch.Tensor | None = None  # (rows, slots) bool: slot is part of the row's sequence
     stale: torch.Tensor | None = None  # (rows, slots) bool: old suffix awaiting `settle`
     fresh: torch.Tensor | None = None  # (rows, slots) bool: new suffix of a proposal in flight
+    q_sum: torch.Tensor | None = None  # (rows, d) float32: sum of the final-layer states of prompt positions ...
+    q_n: torch.Tensor | None = None  # (rows,) ... over its first q_n positions (Q = q_sum / q_n once q_n = prompt)
 
 
 class HFEngine(Engine):
@@ -56,6 +65,17 @@ class HFEngine(Engine):
         # transformers 5 renamed the KV-cache argument and output past_key_values -> cache (the old name warns,
         # and goes in 5.40); 4.x models and remote code still take past_key_values
         self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        # hidden states: the decoder module under the LM head (Llama, Qwen, SmolLM, ...), if the model has one
+        decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        self._decoder = decoder if decoder is not None and decoder is not model else None
+        self.supports_hidden = self._decoder is not None and getattr(config, "hidden_size", None) is not None
+        self.hidden_size = config.hidden_size if self.supports_hidden else None
+
+    def prompt_hidden(self, seqs: HFSequences) -> torch.Tensor | None:
+        if seqs.q_sum is None:
+            return None
+        return seqs.q_sum / seqs.q_n.clamp(min=1)[:, None]
 
     # -- Engine hooks ------------------------------------------------------------------------
 
@@ -91,6 +111,8 @@ class HFEngine(Engine):
         for name in ("live", "stale", "fresh"):  # the rows' old slots die ...
             getattr(seqs, name)[rows] = False
         self._prefill(new)  # ... and their prompts, computed on their own, are appended as new slots
+        if seqs.q_sum is not None and new.q_sum is not None:
+            seqs.q_sum[rows], seqs.q_n[rows] = new.q_sum.to(seqs.q_sum.dtype), new.q_n
         width = new.live.shape[1]
         if width == 0:  # one-token prompts: nothing to cache until their first forward
             return
@@ -114,12 +136,14 @@ class HFEngine(Engine):
             out.cache = _select_cache(seqs.cache, index)
             out.pos, out.live, out.stale, out.fresh = (seqs.pos[index], seqs.live[index], seqs.stale[index],
                                                        seqs.fresh[index])
+            if seqs.q_sum is not None:
+                out.q_sum, out.q_n = seqs.q_sum[index], seqs.q_n[index]
 
     def _topk(self, seqs: HFSequences, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.reuse_cache or seqs.cache is None:
             self._prefill(seqs)
         slots = seqs.live.shape[1]
-        logits = self._step(seqs, torch.zeros(len(seqs), dtype=torch.bool, device=self.device))
+        logits, _ = self._step(seqs, torch.zeros(len(seqs), dtype=torch.bool, device=self.device))
         # _step appended one (dead) column: drop it again so the cache is as it was
         for layer in seqs.cache.layers:  # (not cache.crop: its signature differs across versions)
             layer.keys, layer.values = layer.keys[:, :, :slots], layer.values[:, :, :slots]
@@ -131,21 +155,41 @@ class HFEngine(Engine):
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _step(self, seqs: HFSequences, active: torch.Tensor) -> torch.Tensor:
-        """Feed each row's last token; append its slot (live only where `active`). Returns logits."""
+    def _forward(self, **kwargs):
+        """The model's forward pass, and its decoder's last_hidden_state (None without hidden states)."""
+        if self._decoder is None:
+            return self.model(**kwargs), None
+        seen = []
+
+        def hook(module, args, output):
+            seen.append(output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0])
+
+        with self._decoder.register_forward_hook(hook):  # (removed again on exit: the model stays as it was)
+            out = self.model(**kwargs)
+        return out, seen[-1]
+
+    def _step(self, seqs: HFSequences, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Feed each row's last token; append its slot (live only where `active`). Returns the logits and the
+        fed position's final-layer hidden state (rows, d) (None without hidden states)."""
         last = (seqs.lengths - 1).clamp(min=0)
         ids = seqs.tokens.gather(1, last[:, None])  # (rows, 1)
         # the new column is always visible to its own query, so no row is ever fully masked
         mask = torch.cat([seqs.live, torch.ones_like(seqs.live[:, :1])], dim=1).long()
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=last[:, None], use_cache=True,
-                         **{self._cache_arg: seqs.cache})
+        out, hidden = self._forward(input_ids=ids, attention_mask=mask, position_ids=last[:, None], use_cache=True,
+                                    **{self._cache_arg: seqs.cache})
+        if hidden is not None:
+            hidden = hidden[:, -1].float()
+            if seqs.q_sum is not None:  # the prompt's last position is first fed here: add it to Q once
+                add = (last < seqs.prompt_lengths) & (seqs.q_n == last)
+                seqs.q_sum += torch.where(add[:, None], hidden, 0.0)
+                seqs.q_n += add
         seqs.cache = out[self._cache_arg]
         seqs.pos = torch.cat([seqs.pos, last[:, None]], dim=1)
         seqs.live = torch.cat([seqs.live, active[:, None]], dim=1)
         seqs.stale = torch.cat([seqs.stale, torch.zeros_like(active[:, None])], dim=1)
         in_flight = seqs.pending[2] if seqs.pending is not None else torch.zeros_like(active)
         seqs.fresh = torch.cat([seqs.fresh, in_flight[:, None]], dim=1)
-        return out.logits[:, -1].float()
+        return out.logits[:, -1].float(), hidden
 
     def _prefill(self, seqs: HFSequences) -> None:
         """(Re)build the cache from scratch: every token of each row but its last."""
@@ -158,6 +202,9 @@ class HFEngine(Engine):
         ar = torch.arange(width, device=self.device)
         pos = ar.expand(rows, width).clone()
         live = ar[None, :] < fed[:, None]
+        if self.supports_hidden:  # Q restarts from the prompt positions this pass computes
+            seqs.q_sum = torch.zeros(rows, self.hidden_size, device=self.device)
+            seqs.q_n = torch.zeros(rows, dtype=torch.long, device=self.device)
         if width > 0:
             ids = seqs.tokens[:, :width].clamp(min=0)
             # rows are left-aligned, so an all-ones mask is causal-correct for real tokens; padded
@@ -165,10 +212,15 @@ class HFEngine(Engine):
             kwargs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "position_ids": pos,
                       self._cache_arg: cache, "use_cache": True}
             try:
-                out = self.model(**kwargs, logits_to_keep=1)  # skip the (rows, width, vocab) logits
+                out, hidden = self._forward(**kwargs, logits_to_keep=1)  # skip the (rows, width, vocab) logits
             except TypeError:
-                out = self.model(**kwargs)
+                out, hidden = self._forward(**kwargs)
             cache = out[self._cache_arg]
+            if hidden is not None:  # prompt positions only (the padded tails are past every row's prompt)
+                prompt = live & (ar[None, :] < seqs.prompt_lengths[:, None])
+                # a (rows, 1, width) @ (rows, width, d) product: no float copy of every position's state
+                seqs.q_sum = (prompt.to(hidden.dtype)[:, None, :] @ hidden).squeeze(1).float()
+                seqs.q_n = prompt.sum(1)
         _check_cache(cache)
         seqs.cache, seqs.pos, seqs.live = cache, pos, live
         seqs.stale, seqs.fresh = torch.zeros_like(live), torch.zeros_like(live)

@@ -91,11 +91,13 @@ class ToyEngine(Engine):
             self._memo[key] = out
         return out
 
-    # -- Engine hooks: no cache, so cut, settle and select need nothing beyond the base class ------
+    # -- Engine hooks: no cache, so cut, settle and select need nothing beyond the base class; no hidden
+    # states (Engine.supports_hidden is False), so samplers log none ---------------------------------
 
     def _extend(self, seqs: Sequences, max_new: torch.Tensor, proposal: Proposal,
                 first: torch.Tensor | None) -> Extension:
-        return self._decode(seqs, max_new, proposal, first, self._next_logits)
+        # no network, so no hidden states (supports_hidden is False)
+        return self._decode(seqs, max_new, proposal, first, lambda s, active: (self._next_logits(s, active), None))
 
     def _topk(self, seqs: Sequences, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         logp = self._next_logits(seqs)

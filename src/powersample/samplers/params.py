@@ -26,8 +26,15 @@ class PowerParams:
     # the paper stops a chain once its sample ends with EOS after a block. That makes short answers
     # absorbing (biased even at alpha=1); False keeps every chain moving until the last block.
     stop_at_eos: bool = True
+    # log each checkpoint's hidden state H and the prompt's Q (engines that have them) projected to this many
+    # dimensions (samplers/track.py: Projection), for the MLP-H/HQ controllers; 0 = off. Logging only:
+    # the tokens do not depend on it
+    hidden_dims: int = 32
 
     def __post_init__(self):
+        check(isinstance(self.hidden_dims, int) and self.hidden_dims >= 0,
+              f"hidden_dims must be an integer >= 0 (0 = off), got {self.hidden_dims!r}", "hidden_dims",
+              self.hidden_dims)
         check(self.alpha > 0, f"alpha must be > 0, got {self.alpha}", "alpha", self.alpha)
         check(isinstance(self.mcmc_steps, int) and self.mcmc_steps >= 0,
               f"mcmc_steps must be an integer >= 0, got {self.mcmc_steps!r}", "mcmc_steps", self.mcmc_steps)

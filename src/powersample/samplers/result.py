@@ -21,6 +21,9 @@ class Checkpoint:
     ended: bool = False  # the chain has ended with this block (EOS or max_new_tokens): it is its last checkpoint
     chain_seconds: float = 0.0  # compute attributed to this chain so far: each forward pass's wall time split
     # evenly over the rows it served (MH scheduler), so the chains of a run sum to its forward-pass time
+    # H: the final-layer hidden state that drew the completion's last token, projected (track.Projection) and
+    # rounded to 4 significant digits; None where the engine has no hidden states or hidden_dims = 0
+    hidden: list[float] | None = None
 
 
 @dataclass
@@ -39,6 +42,10 @@ class Result:
     acceptance_rate: float | None = None  # MH only: accepted / proposed
     stats: dict[str, Any] = field(default_factory=dict)  # method-specific (ESS, resamples, candidates...)
     checkpoints: list[Checkpoint] = field(default_factory=list)
+    # Q: the mean final-layer hidden state over the prompt, projected as the checkpoints' `hidden`, and the
+    # projection ({"size": d, "dims": m, "seed"}); None without hidden states (MH power sampling logs them)
+    prompt_hidden: list[float] | None = None
+    hidden_projection: dict | None = None
 
     def to_dict(self, checkpoints: bool = True) -> dict[str, Any]:
         d = asdict(self)

@@ -46,7 +46,7 @@ from ..engine.base import Engine, Extension
 from ..errors import PowerSampleError, check
 from .params import PowerParams
 from .result import Checkpoint, Result
-from .track import Track
+from .track import Projection, Track, round_sig
 
 _CHUNK_GPU = 8  # decode steps per engine call on a GPU: each chunk boundary is a few host syncs
 _CHUNK_CPU = 2  # on a CPU syncs are free, but each call has Python overhead (bench/occupancy.py: 1, 2, 4 tried)
@@ -174,8 +174,11 @@ def _schedule(engine: Engine, prompts: list[list[int]], seeds: list[int], params
     seqs = engine.start([prompts[i] for i in distinct], [seeds[i] for i in distinct])
     parent = torch.tensor([distinct.index(i) for i in first], device=dev)
     seqs = engine.select(seqs, parent, seeds=torch.tensor([chain_seed(c) for c in order[:R]], device=dev))
-    track = Track(R, T, dev)  # each row's current completion
-    prop = Track(R, T, dev)  # each row's proposal in flight, from its cut position on
+    # hidden states (H per checkpoint, Q per chain) are logged where the engine has them: logging only
+    want_hidden = params.hidden_dims > 0 and engine.supports_hidden
+    projection = Projection(engine.hidden_size, params.hidden_dims) if want_hidden else None
+    track = Track(R, T, dev, projection)  # each row's current completion
+    prop = Track(R, T, dev, projection)  # each row's proposal in flight, from its cut position on
     zeros = torch.zeros(R, dtype=torch.long, device=dev)
     row = _Rows(
         chain=torch.tensor(order[:R], device=dev),  # the chain each row holds; -1: none (the row idles)
@@ -209,13 +212,16 @@ def _schedule(engine: Engine, prompts: list[list[int]], seeds: list[int], params
             n_prop = int(row.proposed[r])
             # seconds: the chain's share of the batch's wall time (it held 1 of R rows), per prompt
             seconds = (time.perf_counter() - started[c]) * len(queue) / len(prompts) / R
+            q = engine.prompt_hidden(seqs) if want_hidden else None
             finished(c, Result(
                 prompt_index=queue[c][0], sample_index=queue[c][1], seconds=seconds, method="power",
                 checkpoints=checkpoints[c], token_ids=ids, text=engine.decode(ids),
                 logp=float(track.logp[r, : len(ids)].sum()), finished=bool(track.ends_with_eos[r]),
                 tokens_generated=int(track.generated[r]),
                 acceptance_rate=(int(row.accepted[r]) / n_prop) if n_prop else None,
-                stats={"proposals": n_prop, "accepted": int(row.accepted[r])}))
+                stats={"proposals": n_prop, "accepted": int(row.accepted[r])},
+                prompt_hidden=[round_sig(x) for x in track.project(q[r: r + 1])[0].tolist()] if want_hidden else None,
+                hidden_projection=projection.to_dict() if want_hidden else None))
         if on_block is not None:
             for r in (ended & ~done).nonzero().flatten().tolist():  # (settled rows: their proposals were judged)
                 c, n = int(row.chain[r]), int(track.length[r])
@@ -224,7 +230,8 @@ def _schedule(engine: Engine, prompts: list[list[int]], seeds: list[int], params
                     **{name: getattr(track, name)[r, :n].tolist() for name in ("logp", "logq", "entropy", "top1")},
                     ends_with_eos=bool(track.ends_with_eos[r]), generated=int(track.generated[r]),
                     proposed=int(row.proposed[r]), accepted=int(row.accepted[r]), draws=int(seqs.draws[r]),
-                    checkpoints=list(checkpoints[c])))
+                    checkpoints=list(checkpoints[c]),
+                    hidden=track.hidden[r].tolist() if track.hidden is not None else None))
         if progress is not None and tally[0] // len(queue) > tally[1]:
             progress(tally[0] // len(queue) - tally[1])
             tally[1] = tally[0] // len(queue)
@@ -285,6 +292,8 @@ def _schedule(engine: Engine, prompts: list[list[int]], seeds: list[int], params
             track.length[r], track.ends_with_eos[r], track.generated[r] = n, s.ends_with_eos, s.generated
             row.block[r], row.proposed[r], row.accepted[r] = s.block, s.proposed, s.accepted
             row.seconds[r] += s.checkpoints[-1].chain_seconds  # (a state saved before chain_seconds existed: 0)
+            if track.hidden is not None and s.hidden is not None and len(s.hidden) == track.hidden.shape[1]:
+                track.hidden[r] = torch.tensor(s.hidden, dtype=track.hidden.dtype)
             checkpoints[c] = list(s.checkpoints)
             tally[0] += s.block - blocks[c]
             blocks[c] = s.block
@@ -306,7 +315,7 @@ def _schedule(engine: Engine, prompts: list[list[int]], seeds: list[int], params
         keep = torch.where(row.cut_now, seqs.prompt_lengths + row.cut, -1)
         mh = busy & (row.step >= 0)
         t_pass = time.perf_counter()
-        ext = engine.extend(seqs, asked, proposal, keep=keep)
+        ext = engine.extend(seqs, asked, proposal, keep=keep, hidden=want_hidden)
         row.seconds += busy * (_elapsed(t_pass, dev) / int(busy.sum()))  # split over the rows it served
         if bool(row.cut_now.any()):  # a cut starts a fresh proposal
             prop.reset(row.cut_now)
@@ -325,6 +334,7 @@ def _schedule(engine: Engine, prompts: list[list[int]], seeds: list[int], params
             accept = judged & (torch.log(u) < log_r)
             engine.settle(seqs, accept, rows=judged)
             track.replace(pext, row.cut, accept)
+            track.take_hidden(prop, accept)  # an accepted proposal's last token is the completion's last
             track.generated += torch.where(judged, prop.length, 0)
             row.proposed += judged
             row.accepted += accept
@@ -372,7 +382,7 @@ def _elapsed(since: float, dev: torch.device) -> float:
 def _only(ext: Extension, rows: torch.Tensor) -> Extension:
     """The extension with rows outside `rows` emptied (they drew nothing for this purpose)."""
     return Extension(tokens=ext.tokens, logp=ext.logp, logq=ext.logq, entropy=ext.entropy, top1=ext.top1,
-                     lengths=torch.where(rows, ext.lengths, 0), eos=ext.eos & rows)
+                     lengths=torch.where(rows, ext.lengths, 0), eos=ext.eos & rows, hidden=ext.hidden)
 
 
 @dataclass(frozen=True)
@@ -391,6 +401,7 @@ class ChainState:
     accepted: int
     draws: int  # tokens the chain's stream has drawn
     checkpoints: list[Checkpoint]
+    hidden: list[float] | None = None  # the projected hidden state of its last token (unrounded), if logged
 
     def to_dict(self) -> dict:
         return asdict(self)
