@@ -415,8 +415,8 @@ class Engine(ABC):
         for name in ("logp", "logq", "entropy", "top1"):
             setattr(ext, name, getattr(ext, name)[:, : ext.tokens.shape[1]])
         if want_hidden:
-            ext.hidden = (torch.stack(hidden, 1) if hidden else torch.zeros(rows, 0, self.hidden_size, device=self.device))[
-                :, : ext.tokens.shape[1]]
+            stacked = torch.stack(hidden, 1) if hidden else torch.zeros(rows, 0, self.hidden_size, device=self.device)
+            ext.hidden = stacked[:, : ext.tokens.shape[1]]
         return ext
 
     def occupancy(self) -> float:
