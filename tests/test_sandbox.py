@@ -326,6 +326,8 @@ builtins.abs = lambda value: 0
     "sys.exit(0) at module level": "    return 0\nimport sys\nsys.exit(0)\n",
     "SystemExit(0) raised inside check": "    raise SystemExit(0)\n",
     "os._exit(0) from atexit after a failure": "    return 0\nimport atexit, os\natexit.register(os._exit, 0)\n",
+    # already failed: kill the process that runs the tests (the tester is the parent, and the same user)
+    "kill the tester": "    import ctypes, os\n    ctypes.CDLL(None).kill(os.getppid(), 9)\n    return 0\n",
     # already failed: write a forged reply (a code string) to every open descriptor, then a wrong answer
     "forged reply on every descriptor": """\
     import os
@@ -361,14 +363,12 @@ def test_a_completion_cannot_forge_a_pass(name, setup, monkeypatch):
 
 
 @pytest.mark.parametrize("setup", ["default", "no namespaces"])
-def test_the_solution_cannot_signal_trace_or_read_the_tester(setup, monkeypatch):
+def test_the_solution_cannot_trace_or_read_the_tester(setup, monkeypatch):
     use(setup, monkeypatch)
     body = """\
 import ctypes, os
 libc = ctypes.CDLL(None, use_errno=True)
 tester, done = os.getppid(), []
-if libc.kill(tester, 0) == 0:  # signal 0: only asks whether a signal would be allowed
-    done.append("signal")
 if libc.ptrace(16, tester, 0, 0) == 0:  # PTRACE_ATTACH
     done.append("ptrace")
 for what in ("mem", "environ", "fd/0"):
@@ -528,19 +528,27 @@ while True:
 
 
 @pytest.mark.parametrize("setup", ["default", "no namespaces"])
-def test_nothing_outlives_a_timeout(setup, monkeypatch):
+@pytest.mark.parametrize("runner", ["run_python", "run_tests"])
+def test_nothing_outlives_a_timeout(runner, setup, monkeypatch):
     use(setup, monkeypatch)
     marker = "psbx" + os.urandom(4).hex()
-    run = sandbox.run_python(immortal(marker), sandbox.Limits(timeout=1.0), unsafe=setup != "default")
+    limits, unsafe = sandbox.Limits(timeout=1.0), setup != "default"
+    if runner == "run_python":
+        run = sandbox.run_python(immortal(marker), limits, unsafe=unsafe)
+    else:  # the solution's process (the tester's child) never answers
+        run = sandbox.run_tests(immortal(marker), "def check(candidate):\n    candidate()\n", "f", limits, unsafe)
     assert run.status == "timeout"
     assert wait_until(lambda: not processes_named(marker)), processes_named(marker)
 
 
-@pytest.mark.parametrize("setup", ["default", "no namespaces", "alarm only"])
-def test_nothing_outlives_a_killed_grader(setup, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("setup", "runner"), [("default", "run_python"), ("no namespaces", "run_python"),
+                                               ("alarm only", "run_python"), ("default", "run_tests"),
+                                               ("no namespaces", "run_tests")])
+def test_nothing_outlives_a_killed_grader(setup, runner, tmp_path, monkeypatch):
     """The grader (a separate process here) is SIGKILLed while the program runs: the program and its
     daemonized children die with it, and no temporary file or directory is left behind.
-    "alarm only": no parent-death signal (no setpriv), so only the program's alarm ends it."""
+    "alarm only": no parent-death signal (no setpriv), so only the program's alarm ends it.
+    run_tests: the program is the solution, the tester's child."""
     use("no namespaces" if setup == "no namespaces" else "default", monkeypatch)  # the grader patches itself
     marker = "psbx" + os.urandom(4).hex()
     if setup == "alarm only":  # a program that does not ignore SIGALRM: as PID 1 it would anyway
@@ -552,8 +560,9 @@ def test_nothing_outlives_a_killed_grader(setup, tmp_path, monkeypatch):
              "no namespaces": fallback_code(),
              "alarm only": "import shutil\nwhich = shutil.which\n"
                            "shutil.which = lambda n: None if n == 'setpriv' else which(n)\n"}[setup]
+    tests = ', "def check(candidate):\\n    candidate()\\n", "f"' if runner == "run_tests" else ""
     grader = (f"import sys\nfrom powersample.tasks import sandbox\n{patch}"
-              f"sandbox.run_python(sys.stdin.read(), sandbox.Limits(timeout={timeout}), unsafe=True)\n")
+              f"sandbox.{runner}(sys.stdin.read(){tests}, limits=sandbox.Limits(timeout={timeout}), unsafe=True)\n")
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     env = {**os.environ, "PYTHONPATH": SRC, "TMPDIR": str(tmp)}

@@ -33,22 +33,25 @@ tests can make them pass without computing anything: return an object equal to e
 in the harness's globals and print it, or leave with status 0 before the asserts. No token or pipe
 hidden in that interpreter helps, since the code under test can reach everything in it. So the tests
 and the solution run in two processes:
-- the solution's process (uid nobody) runs the prompt + completion, then serves calls: it receives
-  pickled arguments on one pipe and answers on another with repr() of the result (converted to plain
-  data: None, bool, numbers, str, bytes, and lists/tuples/sets/dicts of them) or an exception's name
-  and message;
-- the tester (its parent, another unprivileged uid, 65533) runs the prompt + tests with the entry point
-  bound to a proxy that makes those calls, parses each answer with ast.literal_eval (literals only:
-  no code runs, no object of the solution's choosing reaches the tests), and raises the named builtin
-  exception (else RuntimeError) for an error. The tester reads the tests from stdin only after the
-  fork, so they never exist in the solution's memory.
-The verdict is the tester's exit status: 0 only if check() returned. The solution can send wrong
-answers, die (the proxy then raises), hang (timeout) or print anything; as another uid it cannot
-signal, ptrace or read the tester. What is left to it is the problem itself, plus what any user may
-read on this machine: HumanEval's public data (the shipped copy included), from which it could look
-its answers up, is world-readable unless the machine hides it. Without the uid drop (not root:
-`--unsafe`), both processes have the same user, and the solution may be able to kill or ptrace the
-tester, so those verdicts are only as trustworthy as the machine.
+- the solution's process runs the prompt + completion, then serves calls: it receives marshalled
+  arguments on one pipe and answers on another with repr() of the result (converted to plain data:
+  None, bool, numbers, str, bytes, and lists/tuples/sets/dicts of them) or an exception's name and
+  message;
+- the tester (its parent) runs the prompt + tests with the entry point bound to a proxy that makes
+  those calls, parses each answer with ast.literal_eval (literals only: no code runs, no object of the
+  solution's choosing reaches the tests), and raises the named builtin exception (else RuntimeError)
+  for an error. It reads the tests from stdin only after the fork, so they never exist in the
+  solution's memory, and the solution's code never runs in it.
+The verdict is the tester's exit status: 0 only if check() returned. Both are `nobody` (a second uid
+would be tidier, but the kernel here (6.18) did not deliver the parent-death signal to a child of
+another unprivileged uid, so the solution could outlive its tester); the tester makes itself
+non-dumpable, so the solution cannot ptrace it, read its memory or reach its file descriptors. What the
+solution can do: send wrong answers, die or close its pipe (the proxy then raises), hang (a timeout),
+print anything, or signal the tester (which can only end it: a failure). What is left to it is the
+problem itself, plus what any user may read on the machine: HumanEval's public data (the shipped copy
+included), where it could look its answers up, is world-readable unless the machine hides it. Without
+the uid drop (`--unsafe`), a solution running as root in a user namespace has the capabilities to
+ptrace the tester, so those verdicts are only as trustworthy as the machine.
 
 run_python runs one program as is (the layers above; "passed" = exit status 0, which any program can
 claim): for trusted programs and for testing the sandbox, not for grading.
@@ -69,7 +72,6 @@ from functools import lru_cache
 from ..errors import PowerSampleError, check
 
 _NOBODY = 65534
-_TESTER = 65533  # the tests' uid: not nobody's, so the solution can neither signal nor trace them
 ISOLATED = "nobody+net+pid+mnt"  # the full isolation level (see isolation())
 _SCRATCH = "64m"  # size of the program's private /tmp (memory-backed)
 _MAX_REPLY = 16 << 20  # bytes in one answer from the solution (a repr); more fails the call
@@ -176,10 +178,10 @@ exec(compile(_source, "program.py", "exec"), {{"__name__": "__main__", "__builti
 '''
 
 # The two processes of run_tests (see the module docstring). A message is 8 bytes of length, then a
-# tag: from the tester, pickled (args, kwargs); from the solution, b"r" + repr(result) or
+# tag: from the tester, marshalled (args, kwargs); from the solution, b"r" + repr(result) or
 # b"e" + exception name + "\n" + message (its first message says whether the code loaded).
 _RUN_TESTS = r'''
-import ast, pickle, time
+import marshal
 def _send(fd, data):
     data = memoryview(len(data).to_bytes(8, "big") + data)
     while data:
@@ -235,7 +237,7 @@ def _serve(calls, replies):
     _send(replies, b"rNone")
     while (request := _receive(calls)) is not None:
         try:
-            args, kwargs = pickle.loads(request)
+            args, kwargs = marshal.loads(request)
             reply = b"r" + repr(_plain(function(*args, **kwargs))).encode("utf-8", "surrogatepass")
         except BaseException as e:
             reply = _failure(e)
@@ -244,9 +246,6 @@ def _serve(calls, replies):
     sys.stdout.flush()
     os._exit(0)
 
-class _Floats(ast.NodeTransformer):
-    def visit_Name(self, node):  # repr() writes these floats as bare names
-        return ast.Constant(float(node.id)) if node.id in ("inf", "nan") else node
 
 def _answer():
     """The solution's next answer, as the tests see it: a literal value, or a raised exception."""
@@ -272,6 +271,7 @@ def _answer():
     raise error or RuntimeError(f"{{name}}: {{message}}")
 
 def _ended():
+    import time
     for _ in range(100):  # the pipe closes a moment before the process can be waited for
         pid, status = os.waitpid(_solution, os.WNOHANG)
         if pid:
@@ -283,7 +283,7 @@ def _ended():
 
 def _call(*args, **kwargs):
     try:
-        _send(_calls[1], pickle.dumps((args, kwargs)))
+        _send(_calls[1], marshal.dumps((args, kwargs)))
     except OSError:
         raise _ended() from None
     return _answer()
@@ -302,12 +302,20 @@ os.close(_calls[0])
 os.close(_replies[1])
 _tests = _read().decode("utf-8")
 _close_stdin()
-_become({tester}, _parent)
+_become({nobody}, _parent)
+ctypes.CDLL(None).prctl(4, 0)  # PR_SET_DUMPABLE 0: the solution (same uid) can neither trace nor read us
+import ast  # here, while the solution loads
+class _Floats(ast.NodeTransformer):
+    def visit_Name(self, node):  # repr() writes these floats as bare names
+        return ast.Constant(float(node.id)) if node.id in ("inf", "nan") else node
 _space = {{"__name__": "__main__", "__builtins__": builtins}}
 exec(compile(_tests, "tests.py", "exec"), _space)
 _answer()  # the code loaded (or its error is raised here)
 _space[{entry}] = _call
 _space["check"](_call)
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(0)  # passed; no interpreter teardown to wait for
 '''
 
 
@@ -367,7 +375,7 @@ class _Setup:
     """How programs are started on this machine."""
 
     namespaces: bool  # under unshare, with the mount script above
-    drop: bool  # switch to nobody (the tester: to _TESTER)
+    drop: bool  # switch to nobody
 
     @property
     def isolation(self) -> str:
@@ -407,9 +415,9 @@ def run_tests(solution: str, tests: str, entry_point: str, limits: Limits = Limi
     """Grade `solution` (Python source defining `entry_point`) with `tests` (Python source defining
     check(candidate), HumanEval's convention): "passed" iff check returned, which the solution cannot
     forge (see the module docstring). The tests run in their own process, with `entry_point` and
-    `candidate` both a proxy that calls the solution's function in its process (arguments must pickle;
-    results come back as plain data). Refuses (PowerSampleError) where isolation is not full, unless
-    `unsafe`."""
+    `candidate` both a proxy that calls the solution's function in its process (arguments and results
+    are plain data: marshal's types one way, literals the other). Refuses (PowerSampleError) where
+    isolation is not full, unless `unsafe`."""
     require_isolation(unsafe)
     check(entry_point.isidentifier(), f"entry_point must be a Python name, got {entry_point!r}",
           "entry_point", entry_point)
@@ -423,7 +431,7 @@ def _execute(source: str, limits: Limits, setup: _Setup, tests: str | None = Non
     cpu = limits.cpu_seconds or int(limits.timeout) + 1
     preamble = (_PREAMBLE + (_RUN_PROGRAM if tests is None else _RUN_TESTS)).format(
         memory=limits.memory_mb << 20, cpu=cpu, fsize=limits.output_kb << 10, nobody=_NOBODY,
-        tester=_TESTER, drop=setup.drop, alarm=int(limits.timeout) + 5, max_reply=_MAX_REPLY,
+        drop=setup.drop, alarm=int(limits.timeout) + 5, max_reply=_MAX_REPLY,
         size=None if tests is None else len(code), entry=repr(entry_point))
     # without namespaces the working directory lives on the host (and is left behind if the grader is
     # SIGKILLed); with them it is the namespace's private tmpfs
