@@ -24,7 +24,7 @@ from powersample.errors import PowerSampleError
 from powersample.evaluation.config import EvalConfig
 from powersample.evaluation.grading import grade_sample
 from powersample.evaluation.runner import run_record
-from powersample.tasks import get_task, sandbox
+from powersample.tasks import files, get_task, sandbox
 from powersample.tasks.base import Problem
 
 ROOT = os.geteuid() == 0
@@ -380,6 +380,21 @@ for what in ("mem", "environ", "fd/0"):
 raise SystemExit(("LEAK " if done else "BLOCKED ") + " ".join(done))
 """
     assert_blocked(grade_hostile(body, unsafe=setup != "default"))
+
+
+@needs_full
+def test_the_shipped_answers_are_hidden_from_the_solution():
+    # the running package's data directory holds every canonical solution: a completion could find
+    # its own problem there and run the answer
+    data = Path(files.__file__).parent / "data" / "HumanEval.jsonl.gz"
+    assert data.is_file()
+    body = f"""\
+try:
+    raise SystemExit("LEAK " + str(len(open({str(data)!r}, "rb").read())))
+except OSError as e:
+    raise SystemExit("BLOCKED " + type(e).__name__)
+"""
+    assert_blocked(grade_hostile(body))
 
 
 def test_the_tests_use_the_prompts_helpers_not_the_completions():

@@ -4,7 +4,8 @@ The layers, from the outside in:
 1. Namespaces (`unshare`, as root): new mount, network and PID namespaces. No network interface at
    all; a fresh /proc that shows only the sandbox's own processes; a private tmpfs as /tmp (the
    program's working directory; it vanishes with the namespace, so nothing is left on disk), and
-   /var/tmp, /dev/shm and /run/lock covered by read-only tmpfs. The Python installation is
+   /var/tmp, /dev/shm, /run/lock and this package's directory (its shipped HumanEval data holds the
+   canonical solutions) covered by read-only tmpfs. The Python installation is
    bind-mounted at /tmp/python and run from there, so `nobody` can import the standard library even
    when the interpreter lives where only root can read (e.g. under /root/.pyenv).
 2. An unprivileged user: the program switches to `nobody` before its first untrusted line, and stops
@@ -48,10 +49,11 @@ another unprivileged uid, so the solution could outlive its tester); the tester 
 non-dumpable, so the solution cannot ptrace it, read its memory or reach its file descriptors. What the
 solution can do: send wrong answers, die or close its pipe (the proxy then raises), hang (a timeout),
 print anything, or signal the tester (which can only end it: a failure). What is left to it is the
-problem itself, plus what any user may read on the machine: HumanEval's public data (the shipped copy
-included), where it could look its answers up, is world-readable unless the machine hides it. Without
-the uid drop (`--unsafe`), a solution running as root in a user namespace has the capabilities to
-ptrace the tester, so those verdicts are only as trustworthy as the machine.
+problem itself, plus looking its answers up in what any user may read: the namespaces hide this
+package's copy of HumanEval, but another copy (a second checkout, a --data file, a dataset cache that
+others may read) stays readable, and without namespaces nothing is hidden. Without the uid drop
+(`--unsafe`), a solution running as root in a user namespace has the capabilities to ptrace the
+tester, so those verdicts are only as trustworthy as the machine.
 
 run_python runs one program as is (the layers above; "passed" = exit status 0, which any program can
 claim): for trusted programs and for testing the sandbox, not for grading.
@@ -74,21 +76,23 @@ from ..errors import PowerSampleError, check
 _NOBODY = 65534
 ISOLATED = "nobody+net+pid+mnt"  # the full isolation level (see isolation())
 _SCRATCH = "64m"  # size of the program's private /tmp (memory-backed)
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))  # hidden from the program
 _MAX_REPLY = 16 << 20  # bytes in one answer from the solution (a repr); more fails the call
 
 # Run as the first process (PID 1) of the new namespaces, as root there. $1: the Python prefix to
-# bind-mount; $2: 1 to hand the working directory to nobody; the rest: the command. The shell waits
-# for the program rather than exec'ing it: PID 1 ignores signals it has no handler for (the alarm).
+# bind-mount; $2: 1 to hand the working directory to nobody; $3: this package's directory, hidden (its
+# shipped data holds HumanEval's answers), also inside the bind mount; the rest: the command. The shell
+# waits for the program rather than exec'ing it: PID 1 ignores signals it has no handler for (the alarm).
 _NAMESPACE_SCRIPT = f"""set -e
 mount -t tmpfs -o size={_SCRATCH},mode=755,nosuid,nodev sandbox /tmp
 mkdir /tmp/python /tmp/work
 mount --bind "$1" /tmp/python
-for d in /var/tmp /dev/shm /run/lock; do
+for d in /var/tmp /dev/shm /run/lock "$3" "/tmp/python${{3#"$1"}}"; do
   if [ -d "$d" ]; then mount -t tmpfs -o size=4k,mode=755,nosuid,nodev,noexec sandbox "$d"; fi
 done
 if [ "$2" = 1 ]; then chown {_NOBODY}:{_NOBODY} /tmp/work; fi
 cd /tmp/work
-shift 2
+shift 3
 set +e
 "$@"
 exit $?
@@ -482,7 +486,7 @@ def _command(setup: _Setup, python_args: list[str]) -> list[str]:
         user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
         cmd += [shutil.which("unshare") or "unshare", *user, "--mount", "--net", "--pid", "--fork",
                 "--kill-child", "--mount-proc", "sh", "-c", _NAMESPACE_SCRIPT, "sandbox", prefix,
-                "1" if setup.drop else "0"]
+                "1" if setup.drop else "0", _PACKAGE]
         if python.startswith(prefix.rstrip(os.sep) + os.sep):  # run it from the bind mount
             python = os.path.join("/tmp/python", os.path.relpath(python, prefix))
     return [*cmd, python, *python_args]
