@@ -266,9 +266,9 @@ raise SystemExit(f"LEAK forked {forked}" if forked else "BLOCKED")
 
 # -- a completion cannot forge its grade ---------------------------------------------------------------------
 # Each SPOOF is a completion of `def f(x):` that does not compute f, yet was graded "passed" before the
-# tests moved into a process of their own (the ones marked "already failed" were caught by the old
-# end-of-run sentinel too). The function body comes first; lines at column 0 after it are module-level
-# code, which the HumanEval stop sequences do not cut.
+# tests moved into a process of their own (those marked "already failed" failed under that one-process
+# grader too: its end-of-run sentinel caught early exits). The function body comes first; lines at
+# column 0 after it are module-level code, which the HumanEval stop sequences do not cut.
 
 SPOOF_TESTS = "def check(candidate):\n    assert candidate(2) == 5\n    assert abs(candidate(3) - 7.5) < 1e-6\n"
 
