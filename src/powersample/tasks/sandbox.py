@@ -5,9 +5,9 @@ The layers, from the outside in:
    all; a fresh /proc that shows only the sandbox's own processes; a private tmpfs as /tmp (the
    program's working directory; it vanishes with the namespace, so nothing is left on disk), and
    /var/tmp, /dev/shm, /run/lock and this package's directory (its shipped HumanEval data holds the
-   canonical solutions) covered by read-only tmpfs. The Python installation is
-   bind-mounted at /tmp/python and run from there, so `nobody` can import the standard library even
-   when the interpreter lives where only root can read (e.g. under /root/.pyenv).
+   canonical solutions) covered by read-only tmpfs. The Python installation is bind-mounted at
+   /tmp/python and run from there, so `nobody` can import the standard library even when the
+   interpreter lives where only root can read (e.g. under /root/.pyenv).
 2. An unprivileged user: the program switches to `nobody` before its first untrusted line, and stops
    if it cannot (it never runs as root by accident). `nobody` reads only what any user may read
    (world-readable files stay readable), writes only in its directory (and any world-writable one
@@ -48,7 +48,9 @@ would be tidier, but the kernel here (6.18) did not deliver the parent-death sig
 another unprivileged uid, so the solution could outlive its tester); the tester makes itself
 non-dumpable, so the solution cannot ptrace it, read its memory or reach its file descriptors. What the
 solution can do: send wrong answers, die or close its pipe (the proxy then raises), hang (a timeout),
-print anything, or signal the tester (which can only end it: a failure). What is left to it is the
+print anything, or signal the tester, which ends it (a failure); only SIGINT does not, it raises
+KeyboardInterrupt there, which a bare `except:` in the tests could swallow (HumanEval's tests catch
+nothing). What is left to it is the
 problem itself, plus looking its answers up in what any user may read: the namespaces hide this
 package's copy of HumanEval, but another copy (a second checkout, a --data file, a dataset cache that
 others may read) stays readable, and without namespaces nothing is hidden. Without the uid drop
