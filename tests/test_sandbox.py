@@ -24,7 +24,7 @@ from powersample.errors import PowerSampleError
 from powersample.evaluation.config import EvalConfig
 from powersample.evaluation.grading import grade_sample
 from powersample.evaluation.runner import run_record
-from powersample.tasks import get_task, sandbox
+from powersample.tasks import files, get_task, sandbox
 from powersample.tasks.base import Problem
 
 ROOT = os.geteuid() == 0
@@ -92,7 +92,6 @@ HOSTILE = {
     "sleep": "import time\ntime.sleep(60)\n",
     "fork bomb": "import os\nwhile True:\n    os.fork()\n",
     "huge allocation": "x = bytearray(10 ** 12)\n",
-    "exit before tests": "import sys\nsys.exit(0)\n",
     "network": "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=2)\n",
     "subprocess": "import subprocess\nsubprocess.run(['true'])\n",
 }
@@ -265,6 +264,205 @@ raise SystemExit(f"LEAK forked {forked}" if forked else "BLOCKED")
     assert_blocked(grade_hostile(body, unsafe=setup != "default"))
 
 
+# -- a completion cannot forge its grade ---------------------------------------------------------------------
+# Each SPOOF is a completion of `def f(x):` that does not compute f, yet was graded "passed" before the
+# tests moved into a process of their own (those marked "already failed" failed under that one-process
+# grader too: its end-of-run sentinel caught early exits). The function body comes first; lines at
+# column 0 after it are module-level code, which the HumanEval stop sequences do not cut.
+
+SPOOF_TESTS = "def check(candidate):\n    assert candidate(2) == 5\n    assert abs(candidate(3) - 7.5) < 1e-6\n"
+
+SPOOFS = {
+    # print the end-of-run sentinel found in the harness's globals, then leave before the asserts
+    "sentinel from sys.modules['__main__']": """\
+    import os, sys
+    main = vars(sys.modules["__main__"])
+    for name in [n for n in main if "sentinel" in n or "nonce" in n or "token" in n]:
+        print(main[name], flush=True)
+        os._exit(0)
+    return 0
+""",
+    "sentinel from the frame stack": """\
+    import os, sys
+    frame = sys._getframe()
+    while frame is not None:
+        for space in (frame.f_locals, frame.f_globals):
+            for name in [n for n in space if "sentinel" in n or "nonce" in n or "token" in n]:
+                print(space[name], flush=True)
+                os._exit(0)
+        frame = frame.f_back
+    return 0
+""",
+    "sentinel from gc": """\
+    import gc, os
+    for space in [o for o in gc.get_objects() if isinstance(o, dict)]:
+        for name in [n for n in space if isinstance(n, str) and "sentinel" in n and isinstance(space[n], str)]:
+            print(space[name], flush=True)
+            os._exit(0)
+    return 0
+""",
+    # a result that equals anything: every comparison in the asserts holds
+    "always-equal result": """\
+    same = lambda self, *args: self
+    true = lambda self, *args: True
+    ops = {n: same for n in ("__add__", "__radd__", "__sub__", "__rsub__", "__abs__", "__neg__")}
+    ops.update({n: true for n in ("__eq__", "__lt__", "__le__", "__gt__", "__ge__", "__bool__")})
+    return type("Anything", (), {**ops, "__ne__": lambda self, other: False, "__hash__": lambda self: 0})()
+""",
+    # patch a builtin the asserts use: abs(anything) < 1e-6
+    "patched builtin": """\
+    return 5 if x == 2 else 0
+import builtins
+builtins.abs = lambda value: 0
+""",
+    # read the expected values out of the test's own code, the frame that called us
+    "answers from the caller's code": """\
+    import sys
+    numbers = [c for c in sys._getframe(1).f_code.co_consts if type(c) in (int, float)]
+    return numbers[numbers.index(x) + 1]
+""",
+    # already failed: leave with status 0 before the asserts ran
+    "os._exit(0) in the body": "    import os\n    os._exit(0)\n",
+    "sys.exit(0) at module level": "    return 0\nimport sys\nsys.exit(0)\n",
+    "SystemExit(0) raised inside check": "    raise SystemExit(0)\n",
+    "os._exit(0) from atexit after a failure": "    return 0\nimport atexit, os\natexit.register(os._exit, 0)\n",
+    # already failed: kill the process that runs the tests (the tester is the parent, and the same user)
+    "kill the tester": "    import ctypes, os\n    ctypes.CDLL(None).kill(os.getppid(), 9)\n    return 0\n",
+    # already failed: write a forged reply (a code string) to every open descriptor, then a wrong answer
+    "forged reply on every descriptor": """\
+    import os
+    forged = b"r__import__('os')._exit(0)"
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            os.write(int(fd), len(forged).to_bytes(8, "big") + forged)
+        except OSError:
+            pass
+    return 0
+""",
+}
+
+
+def grade_spoof(completion: str, unsafe: bool = False):
+    task = get_task("humaneval", timeout=5.0, memory_mb=512, unsafe=unsafe)
+    problem = Problem(id="spoof", prompt="def f(x):\n", meta={"test": SPOOF_TESTS, "entry_point": "f"})
+    grade, _ = grade_sample(task, problem, completion, True, None)
+    return grade
+
+
+def test_the_spoof_problem_grades_honest_completions():
+    assert grade_spoof("    return 2.5 * x\n", unsafe=True).correct
+    assert not grade_spoof("    return 0\n", unsafe=True).correct
+
+
+@pytest.mark.parametrize("setup", ["default", "no namespaces"])
+@pytest.mark.parametrize("name", sorted(SPOOFS))
+def test_a_completion_cannot_forge_a_pass(name, setup, monkeypatch):
+    use(setup, monkeypatch)
+    grade = grade_spoof(SPOOFS[name], unsafe=setup != "default")
+    assert not grade.correct, grade.reason
+
+
+@pytest.mark.parametrize("setup", ["default", "no namespaces"])
+def test_the_solution_cannot_trace_or_read_the_tester(setup, monkeypatch):
+    use(setup, monkeypatch)
+    body = """\
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+tester, done = os.getppid(), []
+if libc.ptrace(16, tester, 0, 0) == 0:  # PTRACE_ATTACH
+    done.append("ptrace")
+for what in ("mem", "environ", "fd/0"):
+    try:
+        open(f"/proc/{tester}/{what}", "rb").close()
+        done.append(what)
+    except OSError:
+        pass
+raise SystemExit(("LEAK " if done else "BLOCKED ") + " ".join(done))
+"""
+    assert_blocked(grade_hostile(body, unsafe=setup != "default"))
+
+
+@needs_full
+def test_the_shipped_answers_are_hidden_from_the_solution():
+    # the running package's data directory holds every canonical solution: a completion could find
+    # its own problem there and run the answer
+    data = Path(files.__file__).parent / "data" / "HumanEval.jsonl.gz"
+    assert data.is_file()
+    body = f"""\
+try:
+    raise SystemExit("LEAK " + str(len(open({str(data)!r}, "rb").read())))
+except OSError as e:
+    raise SystemExit("BLOCKED " + type(e).__name__)
+"""
+    assert_blocked(grade_hostile(body))
+
+
+def test_the_tests_use_the_prompts_helpers_not_the_completions():
+    # HumanEval/32 checks find_zero with the prompt's poly(): a completion that redefined poly at module
+    # level used to pass with any answer
+    task = get_task("humaneval", timeout=5.0, memory_mb=512, unsafe=True)
+    problem = Problem(id="helper", prompt='def half(x):\n    return x / 2\n\n\ndef f(x):\n    """2.5 x"""\n',
+                      meta={"test": "def check(candidate):\n    assert half(candidate(4)) == 5\n", "entry_point": "f"})
+    assert task.grade(problem, "    return 2.5 * x\n").correct
+    grade = task.grade(problem, "    return 0\nhalf = lambda x: 5\n")
+    assert not grade.correct and grade.reason == "AssertionError"
+
+
+SOLUTION = """\
+import collections, enum
+calls = []
+class Color(enum.IntEnum):
+    RED = 1
+def f(kind, scale=1):
+    calls.append(kind)
+    if kind == "bad":
+        raise ValueError(f"bad kind, scale {scale}")
+    print("called with", kind)
+    return {"namedtuple": collections.namedtuple("P", "a b")(1, 2), "counter": collections.Counter("aab"),
+            "enum": Color.RED, "floats": [float("inf"), -float("inf"), float("nan"), -0.0, 1e-300],
+            "big": 10 ** 5000, "mixed": {(1, "a"): {b"x", None}, None: [True, 1j, "\\u00e9\\udc80"]},
+            "calls": len(calls), "object": object()}[kind]
+"""
+
+TESTS = """\
+import math
+def check(candidate):
+    assert candidate("namedtuple") == (1, 2) and type(candidate("namedtuple")) is tuple
+    assert candidate("counter") == {"a": 2, "b": 1} and type(candidate("counter")) is dict
+    assert candidate("enum") == 1 and type(candidate("enum")) is int
+    inf, minus_inf, nan, zero, tiny = candidate("floats")
+    assert inf == math.inf and minus_inf == -math.inf and math.isnan(nan) and math.copysign(1, zero) == -1
+    assert tiny == 1e-300 and candidate("big") == 10 ** 5000
+    assert candidate("mixed") == {(1, "a"): {b"x", None}, None: [True, 1j, "\\u00e9\\udc80"]}
+    try:
+        candidate("bad", scale=3)
+    except ValueError as e:  # the solution's exception, raised in the tests as the same builtin type
+        assert str(e) == "bad kind, scale 3"
+    else:
+        assert False
+    assert candidate("calls") == 11  # one process serves every call: its state persists
+    assert f is candidate  # the entry point's name is the proxy too (HumanEval/33's tests use it)
+    candidate("object")
+"""
+
+
+def test_run_tests_returns_plain_data_exceptions_and_keeps_state():
+    run = sandbox.run_tests(SOLUTION, TESTS, "f", unsafe=True)
+    # everything up to the last call held: that one returns an object, which cannot reach the tests
+    assert not run.passed and run.reason().startswith("TypeError: returned a object: only None"), run.reason()
+    assert "called with big" in run.stdout
+    assert sandbox.run_tests(SOLUTION, TESTS.replace('    candidate("object")\n', ""), "f", unsafe=True).passed
+
+
+def test_run_tests_fails_code_that_does_not_load_even_if_never_called():
+    never = "def check(candidate):\n    pass\n"
+    assert sandbox.run_tests("def f():\n    return 1\n", never, "f", unsafe=True).passed
+    run = sandbox.run_tests("def f(:\n", never, "f", unsafe=True)
+    assert not run.passed and run.reason().startswith("SyntaxError"), run.reason()
+    run = sandbox.run_tests("def g():\n    return 1\n", never, "f", unsafe=True)
+    assert not run.passed and run.reason() == "NameError: the code defines no function f", run.reason()
+
+
 # -- item 7: refuse, or record, the isolation --------------------------------------------------------------
 
 
@@ -345,19 +543,27 @@ while True:
 
 
 @pytest.mark.parametrize("setup", ["default", "no namespaces"])
-def test_nothing_outlives_a_timeout(setup, monkeypatch):
+@pytest.mark.parametrize("runner", ["run_python", "run_tests"])
+def test_nothing_outlives_a_timeout(runner, setup, monkeypatch):
     use(setup, monkeypatch)
     marker = "psbx" + os.urandom(4).hex()
-    run = sandbox.run_python(immortal(marker), sandbox.Limits(timeout=1.0), unsafe=setup != "default")
+    limits, unsafe = sandbox.Limits(timeout=1.0), setup != "default"
+    if runner == "run_python":
+        run = sandbox.run_python(immortal(marker), limits, unsafe=unsafe)
+    else:  # the solution's process (the tester's child) never answers
+        run = sandbox.run_tests(immortal(marker), "def check(candidate):\n    candidate()\n", "f", limits, unsafe)
     assert run.status == "timeout"
     assert wait_until(lambda: not processes_named(marker)), processes_named(marker)
 
 
-@pytest.mark.parametrize("setup", ["default", "no namespaces", "alarm only"])
-def test_nothing_outlives_a_killed_grader(setup, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("setup", "runner"), [("default", "run_python"), ("no namespaces", "run_python"),
+                                               ("alarm only", "run_python"), ("default", "run_tests"),
+                                               ("no namespaces", "run_tests")])
+def test_nothing_outlives_a_killed_grader(setup, runner, tmp_path, monkeypatch):
     """The grader (a separate process here) is SIGKILLed while the program runs: the program and its
     daemonized children die with it, and no temporary file or directory is left behind.
-    "alarm only": no parent-death signal (no setpriv), so only the program's alarm ends it."""
+    "alarm only": no parent-death signal (no setpriv), so only the program's alarm ends it.
+    run_tests: the program is the solution, the tester's child."""
     use("no namespaces" if setup == "no namespaces" else "default", monkeypatch)  # the grader patches itself
     marker = "psbx" + os.urandom(4).hex()
     if setup == "alarm only":  # a program that does not ignore SIGALRM: as PID 1 it would anyway
@@ -369,8 +575,9 @@ def test_nothing_outlives_a_killed_grader(setup, tmp_path, monkeypatch):
              "no namespaces": fallback_code(),
              "alarm only": "import shutil\nwhich = shutil.which\n"
                            "shutil.which = lambda n: None if n == 'setpriv' else which(n)\n"}[setup]
+    tests = ', "def check(candidate):\\n    candidate()\\n", "f"' if runner == "run_tests" else ""
     grader = (f"import sys\nfrom powersample.tasks import sandbox\n{patch}"
-              f"sandbox.run_python(sys.stdin.read(), sandbox.Limits(timeout={timeout}), unsafe=True)\n")
+              f"sandbox.{runner}(sys.stdin.read(){tests}, limits=sandbox.Limits(timeout={timeout}), unsafe=True)\n")
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     env = {**os.environ, "PYTHONPATH": SRC, "TMPDIR": str(tmp)}

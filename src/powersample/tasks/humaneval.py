@@ -4,9 +4,13 @@ Prompt: the problem's `prompt` (signature + docstring) as is; the model continue
 Completion: cut at the first of the usual HumanEval stop sequences ("\\ndef ", "\\nclass ",
 "\\nif __name__", "\\nprint(", "\\n#"), i.e. at the first top-level statement after the function body,
 as in the Codex paper; anything after is not executed.
-Grading: prompt + completion + the problem's tests + `check(entry_point)` run in a separate,
-resource-limited process (see sandbox.py); correct iff it exits cleanly within the time limit. Where
-the sandbox cannot fully isolate that code, grading is refused unless `unsafe=True` (`--unsafe`).
+Grading (sandbox.run_tests): prompt + completion run in one sandboxed process, as nobody; the prompt +
+the problem's tests run in another, as another user, with the entry point bound to a proxy that calls
+the completed function across a pipe (answers come back as plain data). Correct iff `check(entry_point)`
+returns there within the time limit: the verdict is the tester's exit status, which the completion
+cannot reach (sandbox.py's docstring says how, and what is left). The tests also use the prompt's own
+helper functions (e.g. HumanEval/32's `poly`), never ones the completion redefined. Where the sandbox
+cannot fully isolate that code, grading is refused unless `unsafe=True` (`--unsafe`).
 
 Data: shipped (powersample/tasks/data/HumanEval.jsonl.gz, MIT), or `--data` a .jsonl with the
 original fields task_id, prompt, test, entry_point.
@@ -19,7 +23,7 @@ from typing import Any
 
 from . import files
 from .base import Grade, Problem, Task
-from .sandbox import Limits, require_isolation, run_python
+from .sandbox import Limits, require_isolation, run_tests
 
 STOP_SEQUENCES = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
 
@@ -30,10 +34,16 @@ def truncate(completion: str, stops: tuple[str, ...] = STOP_SEQUENCES) -> str:
     return completion[:cut]
 
 
-def program(problem: Problem, completion: str) -> str:
-    """The file that is executed: the prompt, the (truncated) completion, the tests and the check call."""
-    return (f"{problem.prompt}{completion}\n\n{problem.meta['test']}\n\n"
-            f"check({problem.meta['entry_point']})\n")
+def tests(problem: Problem) -> str:
+    """What the tester runs: the prompt (its imports and helper functions) and the problem's tests. A
+    HumanEval prompt compiles as is (the entry point's body is its docstring); one that ends at a bare
+    signature is cut before that last `def`."""
+    prompt = problem.prompt
+    try:
+        compile(prompt, "prompt.py", "exec")
+    except SyntaxError:
+        prompt = prompt[:max(prompt.rfind("\ndef "), 0)]
+    return f"{prompt}\n\n{problem.meta['test']}\n"
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,6 @@ class HumanEval(Task):
 
     def grade(self, problem: Problem, completion: str, finished: bool | None = None) -> Grade:
         code = truncate(completion)
-        run = run_python(program(problem, code), Limits(timeout=self.timeout, memory_mb=self.memory_mb),
-                         unsafe=self.unsafe)
+        run = run_tests(problem.prompt + code, tests(problem), problem.meta["entry_point"],
+                        Limits(timeout=self.timeout, memory_mb=self.memory_mb), unsafe=self.unsafe)
         return Grade(run.passed, code, run.reason())
