@@ -226,3 +226,38 @@ def test_cli_train_and_replay(tmp_path, capsys):
     assert first["controller"] == f"gbdt:{ctrl}" and "lead_share" in first["decisions"][0]["features"]
     assert main(["controller", "replay", str(run), "--controller", "beta:7"]) == 2
     assert "beta needs a threshold" in capsys.readouterr().err
+
+
+def test_cross_fitting_scores_every_problem_with_a_controller_that_never_saw_it(tmp_path, monkeypatch):
+    from powersample.dynamic import train as train_module
+
+    task, problems = load_log([write_run(tmp_path / "run", learnable_rows() + [
+        dict(r, id=r["id"].replace("p", "q")) for r in learnable_rows()])])
+    same, seen = equivalence(task), []
+    real_train = train_module.train
+
+    def spy(ps, *a, **kw):
+        seen.append({p.id for p in ps})
+        return real_train(ps, *a, **kw)
+
+    monkeypatch.setattr(train_module, "train", spy)
+    outs, models = train_module.cross_fit(problems, same, "gbdt", Budget(), parts=3)
+    assert [o.id for o in outs] == [p.id for p in problems] and len(models) == 3
+    ids = [p.id for p in problems]
+    for h, trained_on in enumerate(seen):  # part h = problems i with i % 3 == h, never in its own training set
+        assert trained_on == {pid for i, pid in enumerate(ids) if i % 3 != h}
+    assert [o.k for o in outs] == [2, 4] * 12 and all(o.correct for o in outs)
+    with pytest.raises(PowerSampleError, match="at least 2 parts"):
+        train_module.cross_fit(problems, same, parts=1)
+
+
+def test_cli_replay_cross_fits(tmp_path, capsys):
+    rows = learnable_rows() + [dict(r, id=r["id"].replace("p", "q")) for r in learnable_rows()]
+    for r in rows:  # each chain took 0.5 s of compute
+        r["sample_index"] = r["sample"]
+        r["checkpoints"] = [dict(cp, chain_seconds=0.5) for cp in r["checkpoints"]]
+    run = write_run(tmp_path / "run", rows)
+    assert main(["controller", "replay", str(run), "--cross-fit", "gbdt", "--parts", "3", "--folds", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "| gbdt (cross-fitted, 3 parts) | 1.000 | 30 | 38% | 3.00 | 1.50 |" in printed  # k = 2 or 4
+    assert "3 controllers" in printed

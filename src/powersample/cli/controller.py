@@ -13,6 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
+KINDS = ("gbdt", "mlp", "mlp-h", "mlp-hq")  # learned controllers (dynamic/train.py)
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = __doc__.split("\n\n", 1)[1]
@@ -21,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t = sub.add_parser("train", help="learn a gbdt or mlp controller from fixed-k_max runs")
     t.add_argument("runs", nargs="+", metavar="RUN_DIR")
     t.add_argument("-o", "--out", required=True, help="the controller file to write (.skops)")
-    t.add_argument("--model", default="gbdt", choices=("gbdt", "mlp", "mlp-h", "mlp-hq"),
+    t.add_argument("--model", default="gbdt", choices=KINDS,
                    help="mlp-h / mlp-hq add the chains' hidden states H (and the prompt's Q): a log with them")
     t.add_argument("--target", type=float, default=0.01,
                    help="largest accuracy loss vs fixed k_max allowed when choosing the threshold (0.01 = 1 point)")
@@ -31,7 +33,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--controller", action="append", default=[], metavar="NAME[:ARG]",
                    help="fixed[:K], agreement, beta[:C], gbdt:FILE, mlp:FILE, oracle (repeatable); fixed k, "
                         "the beta sweep, agreement and the oracle are always shown")
+    r.add_argument("--cross-fit", action="append", default=[], metavar="KIND", choices=KINDS,
+                   help="gbdt, mlp, mlp-h or mlp-hq (repeatable): score every problem of the log with a controller "
+                        "of that kind trained on the other parts (train's settings: --target, --folds)")
+    r.add_argument("--parts", type=int, default=5, help="cross-fitting parts (problem i in part i mod PARTS)")
     r.add_argument("--out", default=None, help="write table.md, replay.json, decisions.jsonl and a PNG here")
+    r.add_argument("--target", type=float, default=0.01, help="as for train (with --cross-fit)")
+    r.add_argument("--folds", type=int, default=5, help="as for train (with --cross-fit)")
     for q in (t, r):
         q.add_argument("--split", default="0/1", metavar="I/N",
                        help="use the problems at positions I mod N in id order (train on 0/2, replay on 1/2)")
@@ -99,6 +107,7 @@ BETA_SWEEP = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
 def _replay(args) -> int:
     from ..dynamic.controllers import Learned, make_controller
     from ..dynamic.replay import beta_at, compare, format_lines, plot, replay
+    from ..dynamic.train import cross_fit
 
     problems, same, budget = _problems(args)
     chosen = [make_controller(s) for s in args.controller]  # bad specs fail before any work
@@ -118,14 +127,20 @@ def _replay(args) -> int:
                 c.threshold = t
                 lines.append(compare(replay(problems, c, budget, same), reference, f"{c.spec}@{t:g}", seconds=secs))
             c.threshold = base
+    for kind in args.cross_fit:
+        outs, models = cross_fit(problems, same, kind, budget, args.target, args.parts)
+        lines.append(compare(outs, reference, f"{kind} (cross-fitted, {args.parts} parts)", seconds=secs))
+        print(f"{kind}: {args.parts} controllers, each trained on the other parts; thresholds "
+              + ", ".join(f"{m.threshold:g}" for m in models))
     table = format_lines(lines)
     print(f"{len(problems)} problems, budget k_min={budget.k_min} +{budget.k_step} up to k_max={budget.k_max}, "
           f"controller asked at {'every checkpoint' if budget.decide == 'block' else 'the end of its chains'}")
     print(table)
-    for c in chosen:
-        line = next(ln for ln in lines if ln.controller == c.spec)
+    for line in lines:
+        if not (any(line.controller == c.spec for c in chosen) or "(cross-fitted" in line.controller):
+            continue
         b = beta_at(lines, line.tokens)
-        print(f"{c.spec}: beta sweep at the same tokens ({line.tokens:.0f}): "
+        print(f"{line.controller}: beta sweep at the same tokens ({line.tokens:.0f}): "
               + ("outside the sweep's range" if b != b else f"accuracy {b:.3f} (interpolated) vs {line.accuracy:.3f}"))
     if args.out:
         out = Path(args.out)

@@ -30,7 +30,7 @@ from ..errors import PowerSampleError, check
 from .controllers import Fixed, Learned
 from .features import FEATURES, ProblemState, feature_names, features
 from .log import LoggedProblem
-from .replay import Budget, final_vote, replay_problem
+from .replay import Budget, Outcome, final_vote, replay_problem
 from .vote import Same, majority
 
 KINDS = ("gbdt", "mlp", "mlp-h", "mlp-hq")
@@ -156,6 +156,20 @@ def train(problems: Sequence[LoggedProblem], same: Same, kind: str = "gbdt", bud
     final = clone(base).fit(X, y)
     trained_for = (budget.k_min, budget.k_step, budget.k_max, budget.decide)
     return TrainedController(kind, final, float(best["threshold"]), trained_for, names, _versions(), cv, projection)
+
+
+def cross_fit(problems: Sequence[LoggedProblem], same: Same, kind: str = "gbdt", budget: Budget | None = None,
+              target: float = 0.01, parts: int = 5) -> tuple[list[Outcome], list[TrainedController]]:
+    """Every problem replayed by a controller that never saw it: problem i goes to part i mod `parts`, and
+    each part is replayed by a controller trained (its threshold chosen too) on the other parts. So a whole
+    log is scored, not half of it; parts=2 is `train --split 0/2` + `replay --split 1/2`, and the swap.
+    Returns the outcomes in the order of `problems`, and the `parts` controllers."""
+    budget = budget or Budget()
+    check(parts >= 2, f"cross-fitting needs at least 2 parts, got {parts}", "parts", parts)
+    models = [train([p for i, p in enumerate(problems) if i % parts != h], same, kind, budget, target)
+              for h in range(parts)]
+    outcomes = [replay_problem(p, Learned(models[i % parts]), budget, same, False) for i, p in enumerate(problems)]
+    return outcomes, models
 
 
 def _versions() -> dict:
