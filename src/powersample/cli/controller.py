@@ -5,6 +5,7 @@ examples:
       --block-size 16 --max-new-tokens 64 --out runs/k8          # a fixed k_max = 8 logging run
   powersample controller train runs/k8 --split 0/2 -o ctrl.skops
   powersample controller replay runs/k8 --split 1/2 --controller gbdt:ctrl.skops --out replay/
+  powersample controller replay runs/k8 --k-min 1 --k-step 1 --cross-fit gbdt   # every problem, held out
 """
 
 from __future__ import annotations
