@@ -100,7 +100,9 @@ class ToyEngine(Engine):
         return self._decode(seqs, max_new, proposal, first, lambda s, active: (self._next_logits(s, active), None))
 
     def _topk(self, seqs: Sequences, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        logp = self._next_logits(seqs)
+        # a row whose completion ended with EOS has no next token: it gets zeros, not a lookup past its EOS
+        last = seqs.tokens.gather(1, (seqs.lengths - 1)[:, None]).squeeze(1)
+        logp = self._next_logits(seqs, ~(self.is_eos(last) & (seqs.lengths > seqs.prompt_lengths)))
         vals, ids = logp.topk(min(k, logp.shape[-1]), dim=-1)
         return ids, vals
 
