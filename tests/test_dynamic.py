@@ -261,3 +261,15 @@ def test_cli_replay_cross_fits(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| gbdt (cross-fitted, 3 parts) | 1.000 | 30 | 38% | 3.00 | 1.50 |" in printed  # k = 2 or 4
     assert "3 controllers" in printed
+
+
+def test_a_learned_controller_under_another_budget_warns(tmp_path, caplog):
+    run = write_run(tmp_path / "run", learnable_rows())
+    ctrl = tmp_path / "c.skops"
+    assert main(["controller", "train", str(run), "-o", str(ctrl), "--folds", "3"]) == 0
+    with caplog.at_level("WARNING"):
+        assert main(["controller", "replay", str(run), "--controller", f"gbdt:{ctrl}"]) == 0
+    assert "was trained for" not in caplog.text
+    with caplog.at_level("WARNING"):
+        assert main(["controller", "replay", str(run), "--controller", f"gbdt:{ctrl}", "--k-min", "1"]) == 0
+    assert "was trained for k_min=2 k_step=2 k_max=8 decide=end, not k_min=1" in caplog.text

@@ -106,12 +106,14 @@ BETA_SWEEP = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
 
 
 def _replay(args) -> int:
-    from ..dynamic.controllers import Learned, make_controller
+    from ..dynamic.controllers import Learned, check_budget, make_controller
     from ..dynamic.replay import beta_at, compare, format_lines, plot, replay
     from ..dynamic.train import cross_fit
 
     problems, same, budget = _problems(args)
     chosen = [make_controller(s) for s in args.controller]  # bad specs fail before any work
+    for c in chosen:
+        check_budget(c, budget)
     reference = replay(problems, make_controller("fixed"), budget, same)
     secs = _seconds(args, problems)
     shown = [*(f"fixed:{k}" for k in budget.ks()), *(f"beta:{c:g}" for c in BETA_SWEEP), "agreement", "oracle"]

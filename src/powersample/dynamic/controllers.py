@@ -15,6 +15,7 @@ One registry, spec strings NAME[:ARG]:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from ..errors import PowerSampleError, check
@@ -22,6 +23,7 @@ from ..registry import Registry
 from .features import ProblemState, beta_p, features
 from .vote import Same, vote_counts
 
+log = logging.getLogger(__name__)
 CONTROLLERS: Registry[type] = Registry("controller")
 
 
@@ -106,6 +108,17 @@ class Learned(Controller):
 
     def enough(self, state: ProblemState, same: Same) -> bool:
         return self.probability(state, same) >= self.threshold
+
+
+def check_budget(controller: Controller, budget) -> None:
+    """Warn when a learned controller runs under another budget than it was trained for: its features still
+    make sense, but its threshold was chosen for the states the other budget produces."""
+    if isinstance(controller, Learned) and tuple(controller.model.budget) != (
+            budget.k_min, budget.k_step, budget.k_max, budget.decide):
+        k_min, k_step, k_max, decide = controller.model.budget
+        log.warning("%s was trained for k_min=%s k_step=%s k_max=%s decide=%s, not k_min=%s k_step=%s k_max=%s "
+                    "decide=%s: its threshold may not fit (train it with the run's budget)", controller.spec, k_min,
+                    k_step, k_max, decide, budget.k_min, budget.k_step, budget.k_max, budget.decide)
 
 
 def _fixed(arg: str | None) -> Controller:

@@ -36,7 +36,7 @@ from ..samplers.power import suffix_log_ratio
 from ..samplers.registry import Method
 from ..samplers.result import Checkpoint, Result
 from ..samplers.scheduler import run_chains
-from .controllers import Oracle, make_controller
+from .controllers import Oracle, check_budget, make_controller
 from .features import ProblemState
 from .log import ChainState, hidden_fields
 from .replay import Budget, decide
@@ -154,6 +154,7 @@ def dynamic_sample(engine, prompts: list[list[int]], seeds: list[int], params: D
     extract = extract or (lambda text: text.strip() or None)
     same = same or (lambda a, b: a == b)
     controller, budget = make_controller(params.controller), params.budget
+    check_budget(controller, budget)
     blockwise = budget.decide == "block"
 
     def text(ids) -> str:
