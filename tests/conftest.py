@@ -46,6 +46,19 @@ def full_logp(model, prompt: list[int], completion: list[int]) -> list[float]:
     return [float(logp[n - 1 + j, t]) for j, t in enumerate(completion)]
 
 
+# -- MH chains on a toy model (tests/test_scheduler.py, tests/test_dynamic_live.py) -------------------------
+
+CHAIN_PROMPTS = [[0, 2], [0, 3, 4], [0], [0, 5]]  # ragged, one a lone BOS
+CHAIN_SEEDS = [11, 12, 13, 14]
+
+
+def chain_engine():
+    """A random 6-token toy model whose EOS (1) is likely enough that chains end at different blocks."""
+    from powersample.engine.toy import ToyEngine
+
+    return ToyEngine.random(6, seed=3, scale=2.0, eos_token_ids=[1])
+
+
 @pytest.fixture(scope="session")
 def llama():
     return tiny_llama()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import CHAIN_PROMPTS, CHAIN_SEEDS, chain_engine
 
 from powersample.cli.main import main
 from powersample.dynamic.controllers import make_controller
@@ -13,20 +14,14 @@ from powersample.dynamic.live import DynamicParams, dynamic_sample
 from powersample.dynamic.log import load_log
 from powersample.dynamic.replay import Budget, replay
 from powersample.dynamic.vote import equivalence
-from powersample.engine.toy import ToyEngine
 from powersample.errors import PowerSampleError
 from powersample.evaluation.report import report
 from powersample.samplers.params import PowerParams
 from powersample.samplers.power import power_sample, suffix_log_ratio
 from powersample.samplers.scheduler import run_chains
 
-PROMPTS = [[0, 2], [0, 3, 4], [0], [0, 5]]
-SEEDS = [11, 12, 13, 14]
+PROMPTS, SEEDS = CHAIN_PROMPTS, CHAIN_SEEDS
 POWER = dict(alpha=4.0, mcmc_steps=3, max_new_tokens=9, block_size=3, temperature=1.0)
-
-
-def _engine():
-    return ToyEngine.random(6, seed=3, scale=2.0, eos_token_ids=[1])
 
 
 def _summary(r):
@@ -37,7 +32,7 @@ def _summary(r):
 @pytest.mark.parametrize("spec, k", [("fixed:2", 2), ("fixed", 8)])
 def test_enough_uses_k_min_and_never_enough_reaches_k_max(spec, k):
     records = []
-    res = dynamic_sample(_engine(), PROMPTS, SEEDS, DynamicParams(controller=spec, **POWER), rows=6,
+    res = dynamic_sample(chain_engine(), PROMPTS, SEEDS, DynamicParams(controller=spec, **POWER), rows=6,
                          on_problem=records.append)
     assert sorted((r.prompt_index, r.sample_index) for r in res) == [(i, j) for i in range(4) for j in range(k)]
     assert sorted(rec["prompt_index"] for rec in records) == [0, 1, 2, 3]
@@ -60,9 +55,9 @@ def test_chains_added_mid_run_join_without_changing_the_others():
             return [2, 3]
         return []
 
-    grown = run_chains(_engine(), PROMPTS, SEEDS, params, suffix_log_ratio, num_samples=2, rows=3, more=more)
-    plain = run_chains(_engine(), PROMPTS, SEEDS, params, suffix_log_ratio, num_samples=2, rows=3)
-    full = power_sample(_engine(), PROMPTS, SEEDS, params, num_samples=4)
+    grown = run_chains(chain_engine(), PROMPTS, SEEDS, params, suffix_log_ratio, num_samples=2, rows=3, more=more)
+    plain = run_chains(chain_engine(), PROMPTS, SEEDS, params, suffix_log_ratio, num_samples=2, rows=3)
+    full = power_sample(chain_engine(), PROMPTS, SEEDS, params, num_samples=4)
     assert added == [0, 3] or added == [3, 0]
     keys = [(r.prompt_index, r.sample_index) for r in grown]
     assert keys == sorted(keys) and len(grown) == 4 + 2 + 2 + 4  # prompt-major; prompts 0 and 3 grew
@@ -130,7 +125,7 @@ def test_checkpoints_say_when_a_chain_ended_and_its_share_of_the_forward_passes(
 
     clock = [0.0]
     monkeypatch.setattr(scheduler.time, "perf_counter", lambda: clock[0])
-    engine, passes = _engine(), {"start": 0.5, "join": 0.25, "extend": 1.0}
+    engine, passes = chain_engine(), {"start": 0.5, "join": 0.25, "extend": 1.0}
 
     def timed(name, f):
         def call(*a, **kw):

@@ -6,18 +6,14 @@ the same law; tests/test_power_exact.py checks that law against pi_alpha."""
 
 from __future__ import annotations
 
-from powersample.engine.toy import ToyEngine
+from conftest import CHAIN_PROMPTS, CHAIN_SEEDS, chain_engine
+
 from powersample.samplers.params import PowerParams
 from powersample.samplers.power import power_sample, suffix_log_ratio
 from powersample.samplers.scheduler import run_chains
 
-PROMPTS = [[0, 2], [0, 3, 4], [0], [0, 5]]
-SEEDS = [11, 12, 13, 14]
+PROMPTS, SEEDS = CHAIN_PROMPTS, CHAIN_SEEDS
 PARAMS = PowerParams(alpha=4.0, mcmc_steps=4, max_new_tokens=9, block_size=3, temperature=1.0)
-
-
-def _engine():
-    return ToyEngine.random(6, seed=3, scale=2.0, eos_token_ids=[1])
 
 
 def _summary(r):
@@ -26,7 +22,7 @@ def _summary(r):
 
 
 def test_a_chain_draws_the_same_alone_in_a_crowd_and_joining_late():
-    eng = _engine()
+    eng = chain_engine()
     full = power_sample(eng, PROMPTS, SEEDS, PARAMS, num_samples=3)  # one row per chain
     narrow = power_sample(eng, PROMPTS, SEEDS, PARAMS, num_samples=3, rows=2)  # chains join as rows free
     flipped = power_sample(eng, PROMPTS[::-1], SEEDS[::-1], PARAMS, num_samples=3, rows=5)
@@ -46,7 +42,7 @@ def test_a_chain_draws_the_same_alone_in_a_crowd_and_joining_late():
 def test_rows_never_idle_while_chains_wait():
     """40 chains on 8 rows: a row whose proposal ends starts its chain's next step at once, a finished
     chain's row takes the next chain, and a batch whose queue ran dry sheds idle rows."""
-    eng = _engine()
+    eng = chain_engine()
     prompts = [[0, 2 + i % 4] for i in range(10)]
     res = run_chains(eng, prompts, list(range(10)), PARAMS, suffix_log_ratio, num_samples=4, rows=8, chunk=1)
     assert len(res) == 40 and all(r.checkpoints for r in res)
@@ -55,8 +51,8 @@ def test_rows_never_idle_while_chains_wait():
 
 def test_chunked_decoding_keeps_the_draws():
     """Proposals drawn over several engine calls (chunk 1) or in one (a chunk longer than T) are the same."""
-    a = run_chains(_engine(), PROMPTS, SEEDS, PARAMS, suffix_log_ratio, num_samples=2, rows=3, chunk=1)
-    b = run_chains(_engine(), PROMPTS, SEEDS, PARAMS, suffix_log_ratio, num_samples=2, rows=3, chunk=100)
+    a = run_chains(chain_engine(), PROMPTS, SEEDS, PARAMS, suffix_log_ratio, num_samples=2, rows=3, chunk=1)
+    b = run_chains(chain_engine(), PROMPTS, SEEDS, PARAMS, suffix_log_ratio, num_samples=2, rows=3, chunk=100)
     assert [_summary(x) for x in a] == [_summary(y) for y in b]
     assert max(len(x.token_ids) for x in a) > 1
 
@@ -80,10 +76,10 @@ def test_sample_queues_every_chain_instead_of_running_batches_one_after_another(
 
     prompts = [[0, 2 + i % 4] for i in range(24)]
     seeds = [rng.derive_seeds(1, "prompt", i) for i in range(24)]  # as sample() derives them from seed=1
-    queued = counting(_engine())
+    queued = counting(chain_engine())
     res = powersample.sample(queued, prompts, "power", engine="toy", batch_size=3, seed=1, alpha=4.0,
                              mcmc_steps=4, max_new_tokens=9, block_size=3, temperature=1.0)
-    batched = counting(_engine())
+    batched = counting(chain_engine())
     one_by_one = [r for lo in range(0, 24, 3)
                   for r in run_chains(batched, prompts[lo: lo + 3], seeds[lo: lo + 3], PARAMS, suffix_log_ratio,
                                       chunk=2)]
