@@ -96,6 +96,18 @@ def test_mlp_hq_trains_on_a_logged_run_and_live_equals_its_replay(tmp_path):
         assert (rec["k"], rec["chosen"], rec["tokens"], rec["steps"]) == (o.k, o.chosen, o.tokens, o.steps)
         assert [(d["step"], d["k"], d["enough"]) for d in rec["decisions"]] == \
             [(d["step"], d["k"], d["enough"]) for d in o.decisions]
+    # a resumed live run reads finished chains back from their rows with their hidden states, as a replay does
+    from powersample.dynamic.live import row_states
+    from powersample.dynamic.log import chain_from_row
+    from powersample.evaluation.store import read_rows
+
+    row = read_rows(tmp_path / "k8")[0]
+    assert [s.hidden for s in row_states(row, task.extract)] == [s.hidden for s in chain_from_row(row).states]
+    assert row_states(row, task.extract)[-1].prompt_hidden is not None
+    # asked at every block, a live run has no Q for running chains yet: refused in one line, before any work
+    assert main(common + ["--method", "dynamic", "--controller", spec, "--option", "decide=block",
+                          "--out", str(tmp_path / "block")]) == 2
+    assert not (tmp_path / "block").exists()
 
 
 def _with_hidden(rows, size, dims, seed=0):

@@ -28,7 +28,7 @@ still needs, running chains from their saved block (tests/test_dynamic_live.py: 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import check
 from ..samplers.params import PowerParams
@@ -36,9 +36,9 @@ from ..samplers.power import suffix_log_ratio
 from ..samplers.registry import Method
 from ..samplers.result import Checkpoint, Result
 from ..samplers.scheduler import run_chains
-from .controllers import Oracle, check_budget, make_controller
+from .controllers import Learned, Oracle, check_budget, make_controller
 from .features import ProblemState
-from .log import ChainState, hidden_fields
+from .log import ChainState, chain_from_row, hidden_fields
 from .replay import Budget, decide
 from .vote import majority
 
@@ -57,8 +57,14 @@ class DynamicParams(PowerParams):
         super().__post_init__()
         Budget(self.k_min, self.k_step, self.k_max, self.decide)  # validates the budget
         # a bad spec fails here, before a model is loaded
-        check(not isinstance(make_controller(self.controller), Oracle), "the oracle knows the final answer only "
+        controller = make_controller(self.controller)
+        check(not isinstance(controller, Oracle), "the oracle knows the final answer only "
               "when replaying a log (controller replay); it cannot run live", "controller", self.controller)
+        # a running chain's state at a block carries no prompt state Q yet (only finished chains' Results do)
+        check(self.decide == "end" or not (isinstance(controller, Learned) and controller.model.hidden),
+              f"{self.controller} reads hidden states, which a live run gives the controller only at decide=end; "
+              "use decide=end, or compare decide=block offline with `controller replay --decide block`",
+              "decide", self.decide)
 
     @property
     def budget(self) -> Budget:
@@ -80,15 +86,10 @@ def chain_state(r: Result, answer: str | None) -> ChainState:
 
 
 def row_states(row: dict, extract: Callable[[str], str | None]) -> list[ChainState]:
-    """A finished chain's states after each block, read back from its eval row: the checkpoints' running
-    answers as eval recorded them, and at the end `extract` of its text (as live)."""
-    cps = row.get("checkpoints") or []
-    states = [ChainState(cp.get("answer"), None, cp["logp"], cp["tokens"], cp["tokens_generated"],
-                         cp.get("acceptance_rate"), cp.get("mean_entropy"), cp.get("mean_top1"), False)
-              for cp in cps[:-1]]
-    last = cps[-1] if cps else {}
-    states.append(ChainState(extract(row["text"]), None, row["logp"], len(row["token_ids"]), row["tokens_generated"],
-                             row.get("acceptance_rate"), last.get("mean_entropy"), last.get("mean_top1"), True))
+    """A finished chain's states after each block, read back from its eval row as a replay reads it (the
+    checkpoints' running answers, hidden states where logged), its final answer `extract` of its text (as live)."""
+    states = list(chain_from_row(row).states)
+    states[-1] = replace(states[-1], answer=extract(row["text"]))
     return states
 
 
